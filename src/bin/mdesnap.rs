@@ -1,0 +1,404 @@
+//! The `mdesnap` command: parses arguments, calls the library, maps the outcome to the
+//! exit codes of `design.md` (0 success, 2 error, 130 interrupted).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mdesnap::error::Error;
+use mdesnap::generate::{GenerateOptions, generate};
+use mdesnap::lake::{PruneOptions, parse_duration, prune, scan_lake};
+use mdesnap::output::{Format, write_file, write_stream};
+use mdesnap::snapshot::{SnapshotId, parse_time};
+use mdesnap::{Engine, Table};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mdesnap",
+    version,
+    about = "Keep the history of a Microsoft Defender for Endpoint tenant's devices as Parquet snapshots, and query it with SQL",
+    long_about = "Keep the history of a Microsoft Defender for Endpoint tenant's devices as Parquet \
+snapshots in a lake folder, and query it with SQL (Apache DataFusion).\n\n\
+The lake is --lake DIR, else $MDESNAP_LAKE, else ./mdesnap-lake. Results go to stdout, logs to \
+stderr. Exit codes: 0 success (zero rows included), 2 error, 130 interrupted."
+)]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct LakeArg {
+    /// The lake folder
+    #[arg(long, env = "MDESNAP_LAKE", default_value = "./mdesnap-lake")]
+    lake: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one SQL statement over a lake and print the result or write it to a file
+    #[command(long_about = "Run one SQL statement (DataFusion's dialect) over a lake.\n\n\
+Tables: machines, ip_addresses, security_states, user_machines, domain_machines (the latest \
+snapshot, or the last one at or before --as-of), each also as <table>_history across every \
+snapshot with a `snapshot` column, and `snapshots` (one row per snapshot).\n\n\
+Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n FROM machines GROUP BY 1 ORDER BY n DESC\"")]
+    Query(QueryArgs),
+    /// List, show and prune the snapshots of a lake
+    Snapshots {
+        #[command(subcommand)]
+        command: SnapshotsCommand,
+    },
+    /// Write a synthetic lake from a deterministic simulated fleet (no tenant needed)
+    #[command(long_about = "Write a synthetic lake: one snapshot a day of a simulated \
+fleet that evolves like a real one (machines onboard and retire, lastSeen advances, health, \
+risk, tags and addresses change for --churn of the machines a day). The same flags give the \
+same data on any machine. Day 0 is --start; snapshot ids follow the fleet's clock.\n\n\
+Writes into an empty or missing lake; into one with snapshots only with --append, which \
+carries the lake's generated fleet on from its latest day (or starts a new fleet the day \
+after the latest snapshot when the flags differ).")]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Point the latest tables at the last snapshot taken at or before TIME (RFC 3339, a date, or a snapshot id)
+    #[arg(long, value_name = "TIME")]
+    as_of: Option<String>,
+    /// Output format on stdout
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the result to FILE instead (.parquet, .csv, .json or .ndjson, by extension)
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The SQL statement
+    statement: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotsCommand {
+    /// One line per committed snapshot, with its row counts
+    List {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print a snapshot's manifest (its files, row counts, source and times)
+    Show {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// A snapshot id (20261123T070000Z), or `latest`
+        id: String,
+    },
+    /// Remove leftovers of interrupted writes and, with --keep or --older-than, whole snapshots
+    #[command(long_about = "Remove leftovers of interrupted writes (data without a \
+manifest, temporary files) and, with --keep or --older-than, whole snapshots: the manifest \
+goes first, so a snapshot stops being visible before its data is removed. With both flags a \
+snapshot is kept if either rule keeps it.")]
+    Prune {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Keep the newest N snapshots
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Remove snapshots taken longer ago than DURATION (90s, 30m, 12h, 30d, 4w)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Show what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for a running writer instead of failing
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Machines on day 0 (the documentation's five samples included)
+    #[arg(long, default_value_t = 1000)]
+    machines: u64,
+    /// Snapshots to write, one a day
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    /// Seed of the fleet
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of machines that change in a day (0 to 1)
+    #[arg(long, default_value_t = mdesnap::fleet::FleetConfig::DEFAULT_CHURN)]
+    churn: f64,
+    /// Day 0 (RFC 3339, a date, or a snapshot id) [default: 2026-01-01T07:00:00Z]
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// Add to a lake that already has snapshots
+    #[arg(long)]
+    append: bool,
+    /// Wait for a running writer instead of failing
+    #[arg(long)]
+    wait: bool,
+    /// No progress lines on stderr
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// How a run ended, beyond success.
+enum Failure {
+    Interrupted,
+    Error(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Interrupted) => {
+            eprintln!("interrupted");
+            ExitCode::from(130)
+        }
+        Err(Failure::Error(e)) => {
+            if e.downcast_ref::<Error>().is_some_and(Error::is_broken_pipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line
+/// already holds (DataFusion's errors repeat their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    tokio::select! {
+        result = dispatch(cli.command) => result,
+        _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Query(args) => query(args).await,
+        Command::Snapshots { command } => snapshots(command).await,
+        Command::Generate(args) => {
+            // The writer is synchronous; an interrupt ends the process and leaves
+            // only leftovers that the next writer removes.
+            tokio::task::spawn_blocking(move || run_generate(args)).await?
+        }
+    }
+}
+
+async fn query(args: QueryArgs) -> Result<(), Failure> {
+    let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
+    let engine = Engine::open(&args.lake.lake, as_of)?;
+    if args.format == Format::ODataJson {
+        return Err(anyhow::anyhow!(
+            "--format odata-json answers OData queries (machines?$filter=...), not SQL"
+        )
+        .into());
+    }
+    let df = engine.sql(&args.statement).await?;
+    let stream = df.execute_stream().await?;
+    let result = match &args.output {
+        Some(path) => write_file(stream, path).await.map(|rows| {
+            eprintln!("wrote {rows} rows to {}", path.display());
+        }),
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_stream(stream, args.format, None, &mut out).await.map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e @ Error::DataFusion(_)) => {
+            // DataFusion's read errors do not name the file: find it if one is bad.
+            engine.verify_files()?;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
+    match command {
+        SnapshotsCommand::List { lake, format } => {
+            let scan = scan_lake(&lake.lake)?;
+            for b in &scan.broken {
+                eprintln!("warning: snapshot {} is unreadable: {}", b.id, b.error);
+            }
+            let table = mdesnap::catalog::snapshots_table(&scan)?;
+            let ctx = datafusion::prelude::SessionContext::new();
+            ctx.register_table("snapshots", std::sync::Arc::new(table))?;
+            let df = ctx
+                .sql(&format!(
+                    "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
+                    Table::ALL
+                        .iter()
+                        .map(|t| format!("{0}_rows AS {0}", t.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_stream(df.execute_stream().await?, format, None, &mut out).await?;
+            Ok(())
+        }
+        SnapshotsCommand::Show { lake, id } => {
+            let scan = scan_lake(&lake.lake)?;
+            let manifest = if id == "latest" {
+                scan.snapshots.last()
+            } else {
+                let id: SnapshotId = id.parse()?;
+                if let Some(b) = scan.broken.iter().find(|b| b.id == id) {
+                    return Err(anyhow::anyhow!("snapshot {id} is unreadable: {}", b.error).into());
+                }
+                scan.get(id)
+            };
+            let manifest = manifest.ok_or_else(|| {
+                anyhow::anyhow!("lake {} has no snapshot {id}", lake.lake.display())
+            })?;
+            let text = serde_json::to_string_pretty(manifest)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").map_err(Error::Output)?;
+            Ok(())
+        }
+        SnapshotsCommand::Prune {
+            lake,
+            keep,
+            older_than,
+            dry_run,
+            wait,
+        } => {
+            let options = PruneOptions {
+                keep,
+                older_than,
+                now: None,
+                dry_run,
+                wait,
+            };
+            let report = prune(&lake.lake, &options)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            let mut out = std::io::stdout().lock();
+            for path in &report.leftovers {
+                writeln!(out, "{verb} leftover {}", path.display()).map_err(Error::Output)?;
+            }
+            for id in &report.snapshots {
+                writeln!(out, "{verb} snapshot {id}").map_err(Error::Output)?;
+            }
+            writeln!(
+                out,
+                "{verb} {} snapshots and {} leftovers",
+                report.snapshots.len(),
+                report.leftovers.len()
+            )
+            .map_err(Error::Output)?;
+            Ok(())
+        }
+    }
+}
+
+fn run_generate(args: GenerateArgs) -> Result<(), Failure> {
+    let start = args.start.as_deref().map(parse_time).transpose()?;
+    let options = GenerateOptions {
+        seed: args.seed,
+        machines: args.machines,
+        days: args.days,
+        churn: args.churn,
+        start,
+        append: args.append,
+        wait: args.wait,
+    };
+    let began = Instant::now();
+    let total = args.days;
+    let mut n = 0;
+    let quiet = args.quiet;
+    let tty = std::io::stderr().is_terminal();
+    let written = generate(&args.lake.lake, &options, |m| {
+        n += 1;
+        if !quiet {
+            let line = format!(
+                "[{n}/{total}] snapshot {}: {} machines, {} addresses, {} user pairs, {} domain pairs",
+                m.id,
+                m.rows(Table::Machines),
+                m.rows(Table::IpAddresses),
+                m.rows(Table::UserMachines),
+                m.rows(Table::DomainMachines),
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })
+    .with_context(|| format!("generating into {}", args.lake.lake.display()))?;
+    if tty && !quiet {
+        eprintln!();
+    }
+    let last = written.last();
+    println!(
+        "generated {} snapshots into {} ({} machines in the latest, {}) in {:.1}s",
+        written.len(),
+        display_path(&args.lake.lake),
+        last.map_or(0, |m| m.rows(Table::Machines)),
+        last.map_or_else(|| "none".to_string(), |m| m.id.clone()),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,265 @@
+//! Turns a lake's manifests into DataFusion tables.
+//!
+//! Every table reads exactly the files its manifests list, never a glob. The latest
+//! tables (`machines`, ...) read the newest snapshot at or before `--as-of`; the
+//! `_history` tables read every committed snapshot and add `snapshot`, a UTC timestamp
+//! that the catalog gives each file from its manifest: no per-row parsing of the
+//! `snapshot=` folder text, and filters on `snapshot` prune whole files before any is
+//! opened. Row counts from the manifests answer `count(*)` without a scan.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::memory::MemTable;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::scalar::ScalarValue;
+use datafusion::datasource::table_schema::TableSchemaBuilder;
+
+use crate::lake::LakeScan;
+use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
+use crate::snapshot::{Manifest, parse_time};
+
+/// One Parquet file a table reads.
+#[derive(Debug, Clone)]
+struct TableFile {
+    /// Absolute path, as the local object store names it (no leading `/`).
+    location: String,
+    bytes: u64,
+    rows: u64,
+    /// Microseconds of the snapshot it belongs to.
+    snapshot: i64,
+}
+
+/// A table over files listed by manifests. `history` adds the `snapshot` column.
+#[derive(Debug)]
+pub struct SnapshotTable {
+    table: Table,
+    history: bool,
+    schema: SchemaRef,
+    files: Vec<TableFile>,
+}
+
+impl SnapshotTable {
+    /// The table of `table` over the given manifests (one for a latest table).
+    pub fn new(lake: &Path, table: Table, manifests: &[&Manifest], history: bool) -> Self {
+        let mut files = Vec::new();
+        for m in manifests {
+            let Ok(id) = m.snapshot_id() else { continue };
+            let Some(entry) = m.table(table) else { continue };
+            for f in &entry.files {
+                let abs = lake.join(&f.path);
+                files.push(TableFile {
+                    location: object_location(&abs),
+                    bytes: f.bytes,
+                    rows: f.rows,
+                    snapshot: id.micros(),
+                });
+            }
+        }
+        let schema = if history {
+            table.history_schema()
+        } else {
+            table.schema()
+        };
+        SnapshotTable {
+            table,
+            history,
+            schema,
+            files,
+        }
+    }
+
+    /// The total rows over all files, from the manifests.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    fn partition_fields(&self) -> Vec<Arc<Field>> {
+        if self.history {
+            vec![Arc::new(snapshot_field())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn partitioned_file(&self, f: &TableFile) -> PartitionedFile {
+        let file_stats = Statistics::new_unknown(&self.table.schema())
+            .with_num_rows(Precision::Exact(f.rows as usize))
+            .with_total_byte_size(Precision::Inexact(f.bytes as usize));
+        let mut pf = PartitionedFile::new(f.location.clone(), f.bytes)
+            .with_statistics(Arc::new(file_stats));
+        if self.history {
+            pf = pf.with_partition_values(vec![ScalarValue::TimestampMicrosecond(
+                Some(f.snapshot),
+                Some(UTC.into()),
+            )]);
+        }
+        pf
+    }
+}
+
+/// The local object store's name of an absolute path.
+fn object_location(abs: &Path) -> String {
+    let text = abs.to_string_lossy().replace('\\', "/");
+    text.trim_start_matches('/').to_string()
+}
+
+#[async_trait]
+impl TableProvider for SnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.history && expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let snapshot_filters: Vec<Expr> = if self.history {
+            filters
+                .iter()
+                .filter(|f| expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let partition_schema = DFSchema::try_from(Schema::new(self.partition_fields()))?;
+        let mut files = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            let pf = self.partitioned_file(f);
+            if let Some(pf) = filter_partitioned_file(pf, &snapshot_filters, &partition_schema)? {
+                files.push(pf);
+            }
+        }
+        if files.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let rows: usize = files
+            .iter()
+            .filter_map(|f| f.statistics.as_ref().and_then(|s| s.num_rows.get_value().copied()))
+            .sum();
+        let table_schema = TableSchemaBuilder::from(&self.table.schema())
+            .with_table_partition_cols(self.partition_fields())
+            .build();
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(table_schema);
+        let groups = FileGroup::new(files).split_files(state.config().target_partitions());
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(groups)
+            .with_statistics(Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)))
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(
+            Statistics::new_unknown(&self.schema)
+                .with_num_rows(Precision::Exact(self.rows() as usize)),
+        )
+    }
+}
+
+/// The `snapshots` table: one row per committed snapshot, from the manifests.
+pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
+    let schema = snapshots_schema();
+    let mut snapshot = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let mut started = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let mut finished = TimestampMicrosecondBuilder::new().with_timezone(UTC);
+    let mut source = StringBuilder::new();
+    let mut filter = StringBuilder::new();
+    let mut counts: Vec<Int64Builder> = Table::ALL.iter().map(|_| Int64Builder::new()).collect();
+    let mut dups = Int64Builder::new();
+    let mut version = StringBuilder::new();
+    for m in &scan.snapshots {
+        let Ok(id) = m.snapshot_id() else { continue };
+        snapshot.append_value(id.micros());
+        started.append_option(parse_time(&m.started_at).ok().map(|t| t.timestamp_micros()));
+        finished.append_option(parse_time(&m.finished_at).ok().map(|t| t.timestamp_micros()));
+        source.append_value(&m.source);
+        filter.append_option(m.filter.as_deref());
+        for (b, t) in counts.iter_mut().zip(Table::ALL) {
+            b.append_option(m.table(t).map(|e| e.rows as i64));
+        }
+        dups.append_value(m.duplicates_dropped as i64);
+        version.append_value(&m.mdesnap_version);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(snapshot.finish()),
+        Arc::new(started.finish()),
+        Arc::new(finished.finish()),
+        Arc::new(source.finish()),
+        Arc::new(filter.finish()),
+    ];
+    columns.extend(counts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.push(Arc::new(dups.finish()));
+    columns.push(Arc::new(version.finish()));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    MemTable::try_new(schema, vec![vec![batch]])
+}
+
+/// Schema of the `snapshots` table. A row count is null for a table the snapshot did
+/// not take.
+pub fn snapshots_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new(SNAPSHOT_COLUMN, timestamp_type(), false),
+        Field::new("started_at", timestamp_type(), true),
+        Field::new("finished_at", timestamp_type(), true),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("filter", DataType::Utf8, true),
+    ];
+    fields.extend(
+        Table::ALL
+            .iter()
+            .map(|t| Field::new(format!("{}_rows", t.name()), DataType::Int64, true)),
+    );
+    fields.push(Field::new("duplicates_dropped", DataType::Int64, false));
+    fields.push(Field::new("mdesnap_version", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}

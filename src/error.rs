@@ -1,0 +1,71 @@
+//! The crate's error type: one enum that the layers' errors convert into, so the
+//! binary can print one clear line and map it to exit code 2.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+use crate::decode::DecodeError;
+use crate::lake::LakeError;
+use crate::snapshot::{BadTime, SnapshotId};
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Time(#[from] BadTime),
+    #[error("lake {} has no committed snapshots; make one with `mdesnap generate` or `mdesnap ingest`", .0.display())]
+    EmptyLake(PathBuf),
+    #[error("lake {} has no snapshot taken at or before {}", lake.display(), crate::snapshot::format_time(*time))]
+    NoSnapshotAsOf { lake: PathBuf, time: DateTime<Utc> },
+    #[error("lake {} has no snapshot {id}", lake.display())]
+    UnknownSnapshot { lake: PathBuf, id: SnapshotId },
+    #[error("snapshot {id} is unreadable: {reason}")]
+    BrokenSnapshot { id: SnapshotId, reason: String },
+    #[error("corrupt data file {}: {source}", path.display())]
+    CorruptFile {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("data file {} listed by snapshot {id} is missing or has the wrong size", path.display())]
+    MissingFile { path: PathBuf, id: SnapshotId },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lake {} already has {count} snapshots; pass --append to add more", lake.display())]
+    LakeNotEmpty { lake: PathBuf, count: usize },
+    #[error("unsupported output file extension in {} (expected .parquet, .csv, .json or .ndjson)", .0.display())]
+    OutputExtension(PathBuf),
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("formatting output: {0}")]
+    Format(#[from] arrow::error::ArrowError),
+    #[error("invalid generator setting: {0}")]
+    Generator(&'static str),
+}
+
+impl Error {
+    /// Whether the error is a closed output pipe (`mdesnap query ... | head`), which is
+    /// not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Error::Output(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            Error::Format(arrow::error::ArrowError::IoError(_, e)) => {
+                e.kind() == std::io::ErrorKind::BrokenPipe
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,109 @@
+//! Finds the committed snapshots of a lake by reading its manifests (never by globbing
+//! data folders: a folder without a manifest is a write in progress or a leftover).
+
+use std::path::{Path, PathBuf};
+
+use super::{LakeError, io_err};
+use crate::snapshot::{MANIFEST_DIR, Manifest, SnapshotId};
+
+/// A manifest that could not be read; its snapshot is left out, the others stay usable.
+#[derive(Debug)]
+pub struct BrokenSnapshot {
+    pub path: PathBuf,
+    /// The id its file name gives.
+    pub id: SnapshotId,
+    pub error: LakeError,
+}
+
+/// The committed snapshots of a lake, oldest first, and the manifests that are broken.
+#[derive(Debug)]
+pub struct LakeScan {
+    pub lake: PathBuf,
+    pub snapshots: Vec<Manifest>,
+    pub broken: Vec<BrokenSnapshot>,
+}
+
+impl LakeScan {
+    /// The newest committed snapshot at or before `time` (any, when `None`).
+    pub fn latest_at(&self, time: Option<chrono::DateTime<chrono::Utc>>) -> Option<&Manifest> {
+        self.snapshots.iter().rev().find(|m| match time {
+            None => true,
+            Some(t) => m.snapshot_id().is_ok_and(|id| id.time() <= t),
+        })
+    }
+
+    /// The committed snapshot with this id.
+    pub fn get(&self, id: SnapshotId) -> Option<&Manifest> {
+        self.snapshots
+            .iter()
+            .find(|m| m.snapshot_id().is_ok_and(|i| i == id))
+    }
+}
+
+/// Reads every manifest of `lake`. A missing lake is an error; a lake with no snapshots
+/// is not (the caller decides what that means).
+pub fn scan_lake(lake: &Path) -> Result<LakeScan, LakeError> {
+    if !lake.is_dir() {
+        return Err(LakeError::NotFound(lake.to_path_buf()));
+    }
+    let dir = lake.join(MANIFEST_DIR);
+    let mut found: Vec<(SnapshotId, PathBuf)> = Vec::new();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Some(stem) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                // Temporary manifests start with a dot; other names are not ours.
+                if let Ok(id) = stem.parse::<SnapshotId>() {
+                    found.push((id, entry.path()));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("listing", &dir, e)),
+    }
+    found.sort();
+    let mut snapshots = Vec::with_capacity(found.len());
+    let mut broken = Vec::new();
+    for (id, path) in found {
+        match read_manifest(&path, id) {
+            Ok(m) => snapshots.push(m),
+            Err(error) => {
+                tracing::warn!("skipping snapshot {id}: {error}");
+                broken.push(BrokenSnapshot { path, id, error });
+            }
+        }
+    }
+    Ok(LakeScan {
+        lake: lake.to_path_buf(),
+        snapshots,
+        broken,
+    })
+}
+
+/// Reads and checks one manifest.
+pub(crate) fn read_manifest(path: &Path, id: SnapshotId) -> Result<Manifest, LakeError> {
+    let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|source| LakeError::CorruptManifest {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let named = manifest
+        .snapshot_id()
+        .map_err(|source| LakeError::ManifestId {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if named != id {
+        return Err(LakeError::ManifestMismatch {
+            path: path.to_path_buf(),
+            id: manifest.id,
+        });
+    }
+    Ok(manifest)
+}

@@ -1,0 +1,341 @@
+//! The snapshot writer: `append` record batches per table, `commit` once.
+//!
+//! Files roll by size so memory stays flat whatever the tenant's size: only the row
+//! group being encoded is held. Each file is written as `.part-*.tmp`, synced, then
+//! renamed to `part-NNNNN-<uuid>.parquet`, so a reader that globs the folders never sees
+//! a half-written Parquet file. `commit` writes the manifest last and publishes it with
+//! a hard link, which fails rather than replace an existing manifest. A writer dropped
+//! without `commit` removes what it wrote; a killed one leaves leftovers that the next
+//! writer (or `snapshots prune`) removes under the lock.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::prune::remove_leftovers;
+use super::scan::scan_lake;
+use super::{LakeError, LakeLock, create_lake_dir, io_err, sync_dir};
+use crate::schema::Table;
+use crate::snapshot::{
+    FileEntry, GeneratorInfo, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId, TableEntry,
+    format_time,
+};
+
+/// What the manifest records about a snapshot, and how files are cut.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Start of the ingest; the snapshot id unless that second is taken.
+    pub started_at: DateTime<Utc>,
+    /// When set, the manifest's finish time (deterministic output for `generate`);
+    /// otherwise the wall clock at commit.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub source: String,
+    pub filter: Option<String>,
+    pub users: Vec<String>,
+    pub domains: Vec<String>,
+    /// The tables this snapshot takes; each gets a manifest entry, even with zero rows.
+    pub tables: Vec<Table>,
+    /// Wait for another writer instead of failing.
+    pub wait: bool,
+    /// A file is closed once it reaches about this many bytes.
+    pub target_file_bytes: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    pub generator: Option<GeneratorInfo>,
+}
+
+impl WriterOptions {
+    /// Options for a snapshot of `tables` started at `started_at`, from `source`.
+    pub fn new(started_at: DateTime<Utc>, source: impl Into<String>, tables: &[Table]) -> Self {
+        WriterOptions {
+            started_at,
+            finished_at: None,
+            source: source.into(),
+            filter: None,
+            users: Vec::new(),
+            domains: Vec::new(),
+            tables: tables.to_vec(),
+            wait: false,
+            target_file_bytes: 256 * 1024 * 1024,
+            row_group_rows: 256 * 1024,
+            generator: None,
+        }
+    }
+}
+
+/// An open Parquet file of one table.
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    /// Final path relative to the lake.
+    relative: String,
+    rows: u64,
+}
+
+/// Writes one snapshot. See the module docs for the guarantees.
+pub struct SnapshotWriter {
+    lake: PathBuf,
+    id: SnapshotId,
+    options: WriterOptions,
+    job: uuid::Uuid,
+    open: BTreeMap<Table, OpenFile>,
+    done: BTreeMap<Table, TableEntry>,
+    next_part: BTreeMap<Table, u32>,
+    props: WriterProperties,
+    duplicates_dropped: u64,
+    committed: bool,
+    // Declared last: dropped after the cleanup in `Drop` has run.
+    _lock: LakeLock,
+}
+
+impl std::fmt::Debug for SnapshotWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("lake", &self.lake)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotWriter {
+    /// Takes the lake's lock, removes what earlier crashed writers left, and picks the
+    /// snapshot id: the start second, or the next free one.
+    pub fn create(lake: &Path, options: WriterOptions) -> Result<Self, LakeError> {
+        create_lake_dir(lake)?;
+        let lock = LakeLock::acquire(lake, options.wait)?;
+        let scan = scan_lake(lake)?;
+        let removed = remove_leftovers(lake, &scan)?;
+        if !removed.is_empty() {
+            tracing::info!("removed {} leftovers of interrupted writes", removed.len());
+        }
+        let mut id = SnapshotId::from_time(options.started_at);
+        let taken = |id: SnapshotId| lake.join(id.manifest_path()).exists();
+        while taken(id) {
+            id = id.next();
+        }
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+            .set_created_by(format!("mdesnap {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(SnapshotWriter {
+            lake: lake.to_path_buf(),
+            id,
+            done: options
+                .tables
+                .iter()
+                .map(|t| (*t, TableEntry::default()))
+                .collect(),
+            options,
+            job: uuid::Uuid::new_v4(),
+            open: BTreeMap::new(),
+            next_part: BTreeMap::new(),
+            props,
+            duplicates_dropped: 0,
+            committed: false,
+            _lock: lock,
+        })
+    }
+
+    /// The id the snapshot will have.
+    pub fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    /// Records how many duplicate rows the caller dropped, for the manifest.
+    pub fn add_duplicates_dropped(&mut self, n: u64) {
+        self.duplicates_dropped += n;
+    }
+
+    /// Appends rows to `table`. The batch must have the table's schema.
+    pub fn append(&mut self, table: Table, batch: &RecordBatch) -> Result<(), LakeError> {
+        if !self.done.contains_key(&table) {
+            return Err(LakeError::UndeclaredTable { table });
+        }
+        let expected = table.schema();
+        if batch.schema().fields() != expected.fields() {
+            return Err(LakeError::BatchSchema {
+                table,
+                reason: format!("expected {expected:?}, found {:?}", batch.schema()),
+            });
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if !self.open.contains_key(&table) {
+            let file = self.open_file(table)?;
+            self.open.insert(table, file);
+        }
+        let Some(file) = self.open.get_mut(&table) else {
+            return Ok(());
+        };
+        file.writer
+            .write(batch)
+            .map_err(|source| LakeError::Parquet {
+                path: file.tmp.clone(),
+                source,
+            })?;
+        file.rows += batch.num_rows() as u64;
+        let size = file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64;
+        if size >= self.options.target_file_bytes {
+            self.close_file(table)?;
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self, table: Table) -> Result<OpenFile, LakeError> {
+        let part = self.next_part.entry(table).or_insert(0);
+        let n = *part;
+        *part += 1;
+        let dir_rel = self.id.table_dir(table);
+        let dir = self.lake.join(&dir_rel);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let name = format!("part-{n:05}-{}.parquet", self.job);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+        let writer = ArrowWriter::try_new(handle, table.schema(), Some(self.props.clone()))
+            .map_err(|source| LakeError::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
+        let relative = format!("{}/{}", dir_rel.to_string_lossy().replace('\\', "/"), name);
+        Ok(OpenFile {
+            writer,
+            tmp,
+            relative,
+            rows: 0,
+        })
+    }
+
+    /// Finishes the open file of `table`, syncs it, and gives it its final name.
+    fn close_file(&mut self, table: Table) -> Result<(), LakeError> {
+        let Some(file) = self.open.remove(&table) else {
+            return Ok(());
+        };
+        let OpenFile {
+            writer,
+            tmp,
+            relative,
+            rows,
+        } = file;
+        let handle = writer.into_inner().map_err(|source| LakeError::Parquet {
+            path: tmp.clone(),
+            source,
+        })?;
+        handle.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
+        let bytes = handle
+            .metadata()
+            .map_err(|e| io_err("reading size of", &tmp, e))?
+            .len();
+        drop(handle);
+        let path = self.lake.join(&relative);
+        std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
+        let entry = self.done.entry(table).or_default();
+        entry.rows += rows;
+        entry.files.push(FileEntry {
+            path: relative,
+            rows,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Publishes every table of the snapshot at once by writing its manifest.
+    pub fn commit(mut self) -> Result<Manifest, LakeError> {
+        let tables: Vec<Table> = self.open.keys().copied().collect();
+        for table in tables {
+            self.close_file(table)?;
+        }
+        for table in self.done.keys() {
+            let dir = self.lake.join(self.id.table_dir(*table));
+            if dir.is_dir() {
+                sync_dir(&dir)?;
+            }
+        }
+        let finished_at = self.options.finished_at.unwrap_or_else(Utc::now);
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            id: self.id.to_string(),
+            started_at: format_time(self.options.started_at),
+            finished_at: format_time(finished_at),
+            source: self.options.source.clone(),
+            filter: self.options.filter.clone(),
+            users: self.options.users.clone(),
+            domains: self.options.domains.clone(),
+            tables: self
+                .done
+                .iter()
+                .map(|(t, e)| (t.name().to_string(), e.clone()))
+                .collect(),
+            duplicates_dropped: self.duplicates_dropped,
+            mdesnap_version: env!("CARGO_PKG_VERSION").to_string(),
+            generator: self.options.generator.clone(),
+        };
+        let dir = self.lake.join(MANIFEST_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let tmp = dir.join(format!(".{}.json.{}.tmp", self.id, self.job));
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| {
+            LakeError::CorruptManifest {
+                path: tmp.clone(),
+                source,
+            }
+        })?;
+        write_synced(&tmp, &json)?;
+        let path = self.lake.join(self.id.manifest_path());
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(LakeError::ManifestExists { id: self.id });
+            }
+            Err(e) => return Err(io_err("publishing", &path, e)),
+        }
+        sync_dir(&dir)?;
+        self.committed = true;
+        Ok(manifest)
+    }
+
+    /// Removes every file this writer made; used when it is dropped without commit.
+    fn discard(&mut self) {
+        let open: Vec<OpenFile> = std::mem::take(&mut self.open).into_values().collect();
+        for file in open {
+            drop(file.writer);
+            let _ = std::fs::remove_file(&file.tmp);
+        }
+        for entry in self.done.values() {
+            for f in &entry.files {
+                let _ = std::fs::remove_file(self.lake.join(&f.path));
+            }
+        }
+        for table in self.done.keys() {
+            // Only succeeds when empty: another writer's files are never touched.
+            let _ = std::fs::remove_dir(self.lake.join(self.id.table_dir(*table)));
+        }
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.discard();
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    use std::io::Write;
+    let mut f = File::create(path).map_err(|e| io_err("creating", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err("writing", path, e))
+}
+

@@ -1,0 +1,36 @@
+//! mdesnap keeps the history of a Microsoft Defender for Endpoint tenant's devices as
+//! Parquet snapshots in a lake folder, and answers SQL over them with Apache DataFusion.
+//!
+//! The pieces, bottom up:
+//! - [`schema`]: the tables and their columns, and the API name <-> column mapping;
+//! - [`snapshot`]: snapshot ids, the path scheme and the manifest;
+//! - [`lake`]: the writer with its atomic commit, the lock, the scan and pruning;
+//! - [`decode`]: API records into Arrow batches (one path for every producer);
+//! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
+//! - [`catalog`] and [`engine`]: the lake's tables in DataFusion;
+//! - [`output`]: the result formats of `mdesnap query`.
+//!
+//! ```no_run
+//! # async fn demo() -> mdesnap::Result<()> {
+//! let engine = mdesnap::Engine::open(std::path::Path::new("sample-data"), None)?;
+//! let df = engine.sql("SELECT os_platform, count(*) FROM machines GROUP BY 1").await?;
+//! df.show().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod catalog;
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod fleet;
+pub mod generate;
+pub mod lake;
+pub mod output;
+pub mod schema;
+pub mod snapshot;
+
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use schema::Table;
+pub use snapshot::{Manifest, SnapshotId};
