@@ -18,20 +18,20 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, Statistics};
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
 use datafusion::datasource::memory::MemTable;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
-use datafusion::datasource::TableType;
+use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::scalar::ScalarValue;
-use datafusion::datasource::table_schema::TableSchemaBuilder;
 
 use crate::lake::LakeScan;
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
@@ -63,7 +63,9 @@ impl SnapshotTable {
         let mut files = Vec::new();
         for m in manifests {
             let Ok(id) = m.snapshot_id() else { continue };
-            let Some(entry) = m.table(table) else { continue };
+            let Some(entry) = m.table(table) else {
+                continue;
+            };
             for f in &entry.files {
                 let abs = lake.join(&f.path);
                 files.push(TableFile {
@@ -104,8 +106,8 @@ impl SnapshotTable {
         let file_stats = Statistics::new_unknown(&self.table.schema())
             .with_num_rows(Precision::Exact(f.rows as usize))
             .with_total_byte_size(Precision::Inexact(f.bytes as usize));
-        let mut pf = PartitionedFile::new(f.location.clone(), f.bytes)
-            .with_statistics(Arc::new(file_stats));
+        let mut pf =
+            PartitionedFile::new(f.location.clone(), f.bytes).with_statistics(Arc::new(file_stats));
         if self.history {
             pf = pf.with_partition_values(vec![ScalarValue::TimestampMicrosecond(
                 Some(f.snapshot),
@@ -181,7 +183,11 @@ impl TableProvider for SnapshotTable {
         }
         let rows: usize = files
             .iter()
-            .filter_map(|f| f.statistics.as_ref().and_then(|s| s.num_rows.get_value().copied()))
+            .filter_map(|f| {
+                f.statistics
+                    .as_ref()
+                    .and_then(|s| s.num_rows.get_value().copied())
+            })
             .sum();
         let table_schema = TableSchemaBuilder::from(&self.table.schema())
             .with_table_partition_cols(self.partition_fields())
@@ -191,7 +197,9 @@ impl TableProvider for SnapshotTable {
         let groups = FileGroup::new(files).split_files(state.config().target_partitions());
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_file_groups(groups)
-            .with_statistics(Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)))
+            .with_statistics(
+                Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)),
+            )
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
@@ -221,7 +229,11 @@ pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
         let Ok(id) = m.snapshot_id() else { continue };
         snapshot.append_value(id.micros());
         started.append_option(parse_time(&m.started_at).ok().map(|t| t.timestamp_micros()));
-        finished.append_option(parse_time(&m.finished_at).ok().map(|t| t.timestamp_micros()));
+        finished.append_option(
+            parse_time(&m.finished_at)
+                .ok()
+                .map(|t| t.timestamp_micros()),
+        );
         source.append_value(&m.source);
         filter.append_option(m.filter.as_deref());
         for (b, t) in counts.iter_mut().zip(Table::ALL) {

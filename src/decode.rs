@@ -10,9 +10,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, BooleanBuilder, Int64Builder, ListArray, ListBuilder, StringBuilder, StructArray,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Int64Builder, ListArray, ListBuilder, StringBuilder,
+    StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::Field;
@@ -151,7 +150,8 @@ impl PairBuilder {
 
     /// The batch of the rows added, and a fresh start.
     pub fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![Arc::new(self.key.finish()), Arc::new(self.machine.finish())];
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(self.key.finish()), Arc::new(self.machine.finish())];
         batch(self.table, columns)
     }
 }
@@ -181,7 +181,9 @@ impl Column {
             Kind::String => Column::String(StringBuilder::new()),
             Kind::Bool => Column::Bool(BooleanBuilder::new()),
             Kind::Int64 => Column::Int64(Int64Builder::new()),
-            Kind::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(UTC)),
+            Kind::Timestamp => {
+                Column::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(UTC))
+            }
             Kind::StringList => Column::StringList(ListBuilder::new(StringBuilder::new())),
             Kind::IpAddressList => Column::IpList(IpListBuilder::default()),
             Kind::VmMetadata => Column::Vm(VmBuilder::default()),
@@ -295,7 +297,11 @@ fn scalar_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     match v {
         Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
         Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b { "true" } else { "false" })),
+        Value::Bool(b) => Some(std::borrow::Cow::Borrowed(if *b {
+            "true"
+        } else {
+            "false"
+        })),
         _ => None,
     }
 }
@@ -361,7 +367,11 @@ impl IpListBuilder {
         }
         let validity = std::mem::take(&mut self.validity);
         let nulls = NullBuffer::from(validity);
-        let item = Arc::new(Field::new("item", arrow::datatypes::DataType::Struct(fields), true));
+        let item = Arc::new(Field::new(
+            "item",
+            arrow::datatypes::DataType::Struct(fields),
+            true,
+        ));
         Arc::new(ListArray::new(
             item,
             OffsetBuffer::new(offsets.into()),
@@ -373,7 +383,11 @@ impl IpListBuilder {
 
 /// Appends the string keys `props` names from `obj`; false when `obj` has other keys
 /// or a value that is not a scalar.
-fn push_object(builders: &mut [StringBuilder], props: &[Property], obj: &Map<String, Value>) -> bool {
+fn push_object(
+    builders: &mut [StringBuilder],
+    props: &[Property],
+    obj: &Map<String, Value>,
+) -> bool {
     let mut fits = obj.len() <= props.len();
     let mut known = 0;
     for (b, p) in builders.iter_mut().zip(props) {
@@ -454,7 +468,11 @@ impl EntityDecoder {
     fn new(table: Table) -> Self {
         EntityDecoder {
             table,
-            columns: table.properties().iter().map(|p| Column::new(p.kind)).collect(),
+            columns: table
+                .properties()
+                .iter()
+                .map(|p| Column::new(p.kind))
+                .collect(),
             extra: StringBuilder::new(),
             rows: 0,
         }
@@ -470,10 +488,10 @@ impl EntityDecoder {
         let mut extra = Map::new();
         for (column, prop) in self.columns.iter_mut().zip(props) {
             let value = obj.get(prop.api);
-            if !column.push(value) {
-                if let Some(v) = value {
-                    extra.insert(prop.api.to_string(), v.clone());
-                }
+            if !column.push(value)
+                && let Some(v) = value
+            {
+                extra.insert(prop.api.to_string(), v.clone());
             }
         }
         if obj.len() > props.len() || obj.keys().any(|k| !props.iter().any(|p| p.api == k)) {
@@ -515,7 +533,11 @@ impl IpRows {
 
     fn finish(&mut self) -> RecordBatch {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(self.machine.finish())];
-        columns.extend(self.fields.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.fields
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         batch(Table::IpAddresses, columns)
     }
 }
@@ -555,7 +577,10 @@ mod tests {
             parse_timestamp_micros("2018-08-02T14:55:03.7791856Z"),
             parse_timestamp_micros("2018-08-02T14:55:03.779185Z")
         );
-        assert_eq!(parse_timestamp_micros("1970-01-01T00:00:01Z"), Some(1_000_000));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01T00:00:01Z"),
+            Some(1_000_000)
+        );
         assert_eq!(parse_timestamp_micros("nope"), None);
     }
 
@@ -574,12 +599,18 @@ mod tests {
         .expect("decodes");
         let (m, ips) = d.finish();
         assert_eq!(
-            m.column_by_name("rbac_group_id").expect("col").as_primitive::<Int64Type>().value(0),
+            m.column_by_name("rbac_group_id")
+                .expect("col")
+                .as_primitive::<Int64Type>()
+                .value(0),
             140
         );
         assert!(m.column_by_name("os_build").expect("col").is_null(0));
         let extra: Value = serde_json::from_str(
-            m.column_by_name("extra").expect("col").as_string::<i32>().value(0),
+            m.column_by_name("extra")
+                .expect("col")
+                .as_string::<i32>()
+                .value(0),
         )
         .expect("json");
         assert_eq!(extra["osBuild"], json!({"major": 10}));
@@ -597,7 +628,13 @@ mod tests {
     #[test]
     fn records_without_id_are_errors() {
         let mut d = MachineDecoder::default();
-        assert_eq!(d.push(3, &json!({"id": 5})), Err(DecodeError::MissingId { index: 3 }));
-        assert_eq!(d.push(4, &json!([])), Err(DecodeError::NotAnObject { index: 4 }));
+        assert_eq!(
+            d.push(3, &json!({"id": 5})),
+            Err(DecodeError::MissingId { index: 3 })
+        );
+        assert_eq!(
+            d.push(4, &json!([])),
+            Err(DecodeError::NotAnObject { index: 4 })
+        );
     }
 }

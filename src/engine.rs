@@ -114,7 +114,8 @@ impl Engine {
             let history = SnapshotTable::new(&self.lake, table, &all, true);
             self.ctx.deregister_table(table.name())?;
             self.ctx.deregister_table(table.history_name())?;
-            self.ctx.register_table(table.name(), Arc::new(latest_table))?;
+            self.ctx
+                .register_table(table.name(), Arc::new(latest_table))?;
             self.ctx
                 .register_table(table.history_name(), Arc::new(history))?;
         }

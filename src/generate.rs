@@ -64,18 +64,18 @@ pub fn generate(
                 count,
             });
         }
-        if options.start.is_none() {
-            if let Some(latest) = scan.snapshots.last() {
-                match continuation(latest, &config) {
-                    Some((start, day)) => {
-                        config.start = start;
-                        first_day = day;
-                    }
-                    None => {
-                        // Not this fleet: a new one, starting the day after the latest.
-                        let t = latest.snapshot_id().map(|id| id.time()).ok();
-                        config.start = t.map_or(config.start, |t| t + Duration::days(1));
-                    }
+        if options.start.is_none()
+            && let Some(latest) = scan.snapshots.last()
+        {
+            match continuation(latest, &config) {
+                Some((start, day)) => {
+                    config.start = start;
+                    first_day = day;
+                }
+                None => {
+                    // Not this fleet: a new one, starting the day after the latest.
+                    let t = latest.snapshot_id().map(|id| id.time()).ok();
+                    config.start = t.map_or(config.start, |t| t + Duration::days(1));
                 }
             }
         }

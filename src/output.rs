@@ -91,7 +91,8 @@ pub async fn write_stream(
             let options = FormatOptions::default()
                 .with_null("NULL")
                 .with_display_error(true);
-            let table = arrow::util::pretty::pretty_format_batches_with_options(&batches, &options)?;
+            let table =
+                arrow::util::pretty::pretty_format_batches_with_options(&batches, &options)?;
             writeln!(out, "{table}").map_err(Error::Output)?;
         }
         Format::Csv => {
@@ -190,11 +191,13 @@ async fn write_file_to(
             let props = parquet::file::properties::WriterProperties::builder()
                 .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                 .build();
-            let mut writer = parquet::arrow::ArrowWriter::try_new(file, stream.schema(), Some(props))
-                .map_err(|e| Error::CorruptFile {
-                    path: tmp.to_path_buf(),
-                    source: e,
-                })?;
+            let mut writer =
+                parquet::arrow::ArrowWriter::try_new(file, stream.schema(), Some(props)).map_err(
+                    |e| Error::CorruptFile {
+                        path: tmp.to_path_buf(),
+                        source: e,
+                    },
+                )?;
             let mut rows = 0u64;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;

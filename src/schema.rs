@@ -101,7 +101,9 @@ impl fmt::Display for Table {
 
 /// A table name that is not one of the five.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown table '{0}' (expected one of machines, ip_addresses, security_states, user_machines, domain_machines)")]
+#[error(
+    "unknown table '{0}' (expected one of machines, ip_addresses, security_states, user_machines, domain_machines)"
+)]
 pub struct UnknownTable(pub String);
 
 impl FromStr for Table {
@@ -145,8 +147,16 @@ const fn p(api: &'static str, column: &'static str, kind: Kind) -> Property {
 /// Machine properties in the live service's key order (contract 2.7).
 pub const MACHINE_PROPERTIES: &[Property] = &[
     p("id", "id", Kind::String),
-    p("mergedIntoMachineId", "merged_into_machine_id", Kind::String),
-    p("isPotentialDuplication", "is_potential_duplication", Kind::Bool),
+    p(
+        "mergedIntoMachineId",
+        "merged_into_machine_id",
+        Kind::String,
+    ),
+    p(
+        "isPotentialDuplication",
+        "is_potential_duplication",
+        Kind::Bool,
+    ),
     p("isExcluded", "is_excluded", Kind::Bool),
     p("exclusionReason", "exclusion_reason", Kind::String),
     p("computerDnsName", "computer_dns_name", Kind::String),
@@ -157,7 +167,11 @@ pub const MACHINE_PROPERTIES: &[Property] = &[
     p("osProcessor", "os_processor", Kind::String),
     p("version", "version", Kind::String),
     p("lastIpAddress", "last_ip_address", Kind::String),
-    p("lastExternalIpAddress", "last_external_ip_address", Kind::String),
+    p(
+        "lastExternalIpAddress",
+        "last_external_ip_address",
+        Kind::String,
+    ),
     p("agentVersion", "agent_version", Kind::String),
     p("osBuild", "os_build", Kind::Int64),
     p("healthStatus", "health_status", Kind::String),
@@ -328,13 +342,24 @@ mod tests {
         assert_eq!(names.last().map(String::as_str), Some("extra"));
         assert_eq!(names.len(), MACHINE_PROPERTIES.len() + 1);
         let schema = Table::Machines.schema();
-        assert!(!schema.field_with_name("id").map(|f| f.is_nullable()).unwrap_or(true));
+        assert!(
+            !schema
+                .field_with_name("id")
+                .map(|f| f.is_nullable())
+                .unwrap_or(true)
+        );
         assert_eq!(
-            schema.field_with_name("last_seen").map(|f| f.data_type().clone()).ok(),
+            schema
+                .field_with_name("last_seen")
+                .map(|f| f.data_type().clone())
+                .ok(),
             Some(timestamp_type())
         );
         assert_eq!(
-            schema.field_with_name("rbac_group_id").map(|f| f.data_type().clone()).ok(),
+            schema
+                .field_with_name("rbac_group_id")
+                .map(|f| f.data_type().clone())
+                .ok(),
             Some(DataType::Int64)
         );
     }
@@ -345,7 +370,10 @@ mod tests {
             column_for_api_name(Table::Machines, "ComputerDnsName"),
             Some("computer_dns_name")
         );
-        assert_eq!(api_name_for_column(Table::Machines, "rbac_group_id"), Some("rbacGroupId"));
+        assert_eq!(
+            api_name_for_column(Table::Machines, "rbac_group_id"),
+            Some("rbacGroupId")
+        );
         assert_eq!(column_for_api_name(Table::Machines, "nope"), None);
     }
 

@@ -108,10 +108,10 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, BadTime> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
     }
     if let Ok(id) = s.parse::<SnapshotId>() {
         return Ok(id.time());
@@ -206,7 +206,12 @@ mod tests {
 
     #[test]
     fn bad_ids_are_rejected() {
-        for s in ["2026112T070000Z", "20261123 070000Z", "20261323T070000Z", ""] {
+        for s in [
+            "2026112T070000Z",
+            "20261123 070000Z",
+            "20261323T070000Z",
+            "",
+        ] {
             assert!(s.parse::<SnapshotId>().is_err(), "{s}");
         }
     }
@@ -218,10 +223,7 @@ mod tests {
         let c = parse_time("20261101T000000Z").expect("id");
         assert_eq!(a, b);
         assert_eq!(b, c);
-        assert_eq!(
-            parse_time("2026-11-01T02:00:00+02:00").expect("offset"),
-            a
-        );
+        assert_eq!(parse_time("2026-11-01T02:00:00+02:00").expect("offset"), a);
         let err = parse_time("yesterday").expect_err("not a time");
         assert!(err.to_string().contains("'yesterday'"));
     }

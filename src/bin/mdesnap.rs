@@ -43,11 +43,13 @@ struct LakeArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one SQL statement over a lake and print the result or write it to a file
-    #[command(long_about = "Run one SQL statement (DataFusion's dialect) over a lake.\n\n\
+    #[command(
+        long_about = "Run one SQL statement (DataFusion's dialect) over a lake.\n\n\
 Tables: machines, ip_addresses, security_states, user_machines, domain_machines (the latest \
 snapshot, or the last one at or before --as-of), each also as <table>_history across every \
 snapshot with a `snapshot` column, and `snapshots` (one row per snapshot).\n\n\
-Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n FROM machines GROUP BY 1 ORDER BY n DESC\"")]
+Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n FROM machines GROUP BY 1 ORDER BY n DESC\""
+    )]
     Query(QueryArgs),
     /// List, show and prune the snapshots of a lake
     Snapshots {
@@ -55,13 +57,15 @@ Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n
         command: SnapshotsCommand,
     },
     /// Write a synthetic lake from a deterministic simulated fleet (no tenant needed)
-    #[command(long_about = "Write a synthetic lake: one snapshot a day of a simulated \
+    #[command(
+        long_about = "Write a synthetic lake: one snapshot a day of a simulated \
 fleet that evolves like a real one (machines onboard and retire, lastSeen advances, health, \
 risk, tags and addresses change for --churn of the machines a day). The same flags give the \
 same data on any machine. Day 0 is --start; snapshot ids follow the fleet's clock.\n\n\
 Writes into an empty or missing lake; into one with snapshots only with --append, which \
 carries the lake's generated fleet on from its latest day (or starts a new fleet the day \
-after the latest snapshot when the flags differ).")]
+after the latest snapshot when the flags differ)."
+    )]
     Generate(GenerateArgs),
 }
 
@@ -167,7 +171,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -256,7 +263,9 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            write_stream(stream, args.format, None, &mut out).await.map(|_| ())
+            write_stream(stream, args.format, None, &mut out)
+                .await
+                .map(|_| ())
         }
     };
     match result {

@@ -152,7 +152,10 @@ impl Fleet {
             let m = fleet.sample_machine(k, sample);
             fleet.machines.push(m);
         }
-        let randoms = fleet.config.machines.saturating_sub(fleet.machines.len() as u64);
+        let randoms = fleet
+            .config
+            .machines
+            .saturating_sub(fleet.machines.len() as u64);
         for _ in 0..randoms {
             let m = fleet.new_machine(true);
             fleet.machines.push(m);
@@ -226,7 +229,8 @@ impl Fleet {
     }
 
     fn group_index(rng: &mut Rng) -> usize {
-        let weighted: Vec<(u64, usize)> = GROUPS.iter().enumerate().map(|(i, g)| (g.2, i)).collect();
+        let weighted: Vec<(u64, usize)> =
+            GROUPS.iter().enumerate().map(|(i, g)| (g.2, i)).collect();
         *rng.weighted(&weighted)
     }
 
@@ -254,13 +258,18 @@ impl Fleet {
             _ => 1 + rng.below(3),
         };
         let pool = self.users;
-        let users: Vec<String> = (0..users).map(|_| names::user_name(rng.below(pool))).collect();
+        let users: Vec<String> = (0..users)
+            .map(|_| names::user_name(rng.below(pool)))
+            .collect();
         let dns = match os.class {
             Class::Client => {
                 if rng.chance(500_000) {
                     Some(format!("desktop-{}", alnum(&mut rng, 7)))
                 } else {
-                    Some(format!("lt-{}.corp.contoso.com", users[0].replace('.', "-")))
+                    Some(format!(
+                        "lt-{}.corp.contoso.com",
+                        users[0].replace('.', "-")
+                    ))
                 }
             }
             Class::Server => Some(format!(
@@ -287,10 +296,15 @@ impl Fleet {
             (first, last, stale)
         } else {
             let last = now - rng.below(6 * 3600 * TICKS_PER_SEC as u64) as i64;
-            (last - rng.below(3600 * TICKS_PER_SEC as u64) as i64, last, false)
+            (
+                last - rng.below(3600 * TICKS_PER_SEC as u64) as i64,
+                last,
+                false,
+            )
         };
         let x86 = windows && os.class == Class::Client && rng.chance(20_000);
-        let arm = !x86 && (os.class == Class::Mac || (os.class == Class::Client && rng.chance(30_000)));
+        let arm =
+            !x86 && (os.class == Class::Mac || (os.class == Class::Client && rng.chance(30_000)));
         let nics = make_nics(&mut rng, site, os.class);
         let group = if os.class == Class::Server {
             if rng.chance(300_000) { 5 } else { 6 }
@@ -303,6 +317,7 @@ impl Fleet {
                 rng.below(cap)
             })
             .collect();
+        let device_value = *rng.weighted(DEVICE_VALUES);
         let mut m = Machine {
             serial,
             id,
@@ -316,13 +331,17 @@ impl Fleet {
             arm,
             agent: None,
             health: if retired { "Inactive" } else { "Active" },
-            device_value: *rng.weighted(&[(85, "Normal"), (10, "High"), (5, "Low")]),
+            device_value,
             group,
             risk: Some(*rng.weighted(RISKS)),
             exposure: Some(*rng.weighted(EXPOSURES)),
             aad: (os.class == Class::Client && rng.chance(700_000)).then(|| rng.guid()),
             tags: Vec::new(),
-            av: if windows { Some(*rng.weighted(AV_STATUSES)) } else { None },
+            av: if windows {
+                Some(*rng.weighted(AV_STATUSES))
+            } else {
+                None
+            },
             onboarding: "Onboarded",
             managed_by: if os.class == Class::Client && rng.chance(600_000) {
                 "Intune"
@@ -341,7 +360,11 @@ impl Fleet {
         };
         m.agent = Some(agent_version(&mut rng, m.os_build));
         if !retired && rng.chance(40_000) {
-            m.health = *rng.pick(&["ImpairedCommunication", "NoSensorData", "NoSensorDataImpairedCommunication"]);
+            m.health = *rng.pick(&[
+                "ImpairedCommunication",
+                "NoSensorData",
+                "NoSensorDataImpairedCommunication",
+            ]);
         }
         for _ in 0..rng.below(3) {
             if rng.chance(400_000) {
@@ -353,7 +376,14 @@ impl Fleet {
         }
         if os.class == Class::Server && rng.chance(300_000) {
             let sub = *rng.pick(names::SUBSCRIPTIONS);
-            let name = m.dns.as_deref().unwrap_or("vm").split('.').next().unwrap_or("vm").to_string();
+            let name = m
+                .dns
+                .as_deref()
+                .unwrap_or("vm")
+                .split('.')
+                .next()
+                .unwrap_or("vm")
+                .to_string();
             m.vm = Some(json!({
                 "vmId": rng.guid(),
                 "cloudProvider": "Azure",
@@ -383,7 +413,8 @@ impl Fleet {
         };
         // Offsets before day 0 per sample: reporting, inactive (11 days), and so on.
         const BEFORE_HOURS: [i64; 5] = [2, 11 * 24, 5, 30, 40];
-        let last = now - BEFORE_HOURS[k % 5] * 3600 * TICKS_PER_SEC - (ticks("lastSeen") % TICKS_PER_SEC);
+        let last =
+            now - BEFORE_HOURS[k % 5] * 3600 * TICKS_PER_SEC - (ticks("lastSeen") % TICKS_PER_SEC);
         let first = last - (ticks("lastSeen") - ticks("firstSeen")).clamp(0, 900 * TICKS_PER_DAY);
         let health = match record.get("healthStatus").and_then(Value::as_str) {
             Some("Inactive") => "Inactive",
@@ -391,7 +422,11 @@ impl Fleet {
             Some("NoSensorData") => "NoSensorData",
             _ => "Active",
         };
-        let id = record.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = record
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let str_of = |key: &str| record.get(key).and_then(Value::as_str).map(str::to_string);
         let build = record.get("osBuild").and_then(Value::as_i64);
         let users = vec![format!("user{}", k + 1), names::user_name(k as u64)];
@@ -434,7 +469,10 @@ impl Fleet {
     pub fn machine_record(&self, m: &Machine) -> Value {
         if let Some(sample) = &m.sample {
             let mut r = sample.clone();
-            r.insert("firstSeen".into(), Value::String(format_ticks(m.first_seen)));
+            r.insert(
+                "firstSeen".into(),
+                Value::String(format_ticks(m.first_seen)),
+            );
             r.insert("lastSeen".into(), Value::String(format_ticks(m.last_seen)));
             return Value::Object(r);
         }
@@ -494,7 +532,10 @@ impl Fleet {
         r.insert("isAadJoined".into(), json!(m.aad.is_some()));
         r.insert("aadDeviceId".into(), json!(m.aad));
         r.insert("machineTags".into(), json!(m.tags));
-        r.insert("defenderAvStatus".into(), json!(if windows { m.av } else { None }));
+        r.insert(
+            "defenderAvStatus".into(),
+            json!(if windows { m.av } else { None }),
+        );
         r.insert("onboardingStatus".into(), json!(m.onboarding));
         r.insert("osArchitecture".into(), json!(arch));
         r.insert("managedBy".into(), json!(m.managed_by));
@@ -523,7 +564,11 @@ impl Fleet {
                 b if b >= 17763 => "rs5_release",
                 _ => "rs1_release",
             };
-            format!("10.0.{b}.{}.{}fre.{branch}.240301-1200", m.ubr, arch.to_lowercase())
+            format!(
+                "10.0.{b}.{}.{}fre.{branch}.240301-1200",
+                m.ubr,
+                arch.to_lowercase()
+            )
         });
         let mut attention = Vec::new();
         if m.health.contains("ImpairedCommunication") {
@@ -532,7 +577,10 @@ impl Fleet {
         if m.health.starts_with("NoSensorData") {
             attention.push("AntivirusNotReporting");
         }
-        if record["defenderAvStatus"].as_str().is_some_and(|s| s != "Updated") {
+        if record["defenderAvStatus"]
+            .as_str()
+            .is_some_and(|s| s != "Updated")
+        {
             attention.push("AntivirusSignatureOutdated");
         }
         json!({
@@ -578,10 +626,10 @@ impl Fleet {
             seen.sort_unstable();
             seen.dedup();
             for d in seen {
-                if let Some(list) = per_domain.get_mut(d as usize) {
-                    if list.len() < cap {
-                        list.push(&m.id);
-                    }
+                if let Some(list) = per_domain.get_mut(d as usize)
+                    && list.len() < cap
+                {
+                    list.push(&m.id);
                 }
             }
         }
@@ -608,6 +656,7 @@ const RISKS: &[(u64, &str)] = &[
     (17, "Medium"),
     (8, "High"),
 ];
+const DEVICE_VALUES: &[(u64, &str)] = &[(85, "Normal"), (10, "High"), (5, "Low")];
 const EXPOSURES: &[(u64, &str)] = &[(5, "None"), (40, "Low"), (45, "Medium"), (10, "High")];
 const AV_STATUSES: &[(u64, &str)] = &[
     (90, "Updated"),
@@ -648,7 +697,11 @@ fn step(m: &mut Machine, rng: &mut Rng, now: i64, churn: u64, turnover: u64) {
     match rng.below(9) {
         0 => {
             m.health = if m.health == "Active" {
-                *rng.pick(&["ImpairedCommunication", "NoSensorData", "NoSensorDataImpairedCommunication"])
+                *rng.pick(&[
+                    "ImpairedCommunication",
+                    "NoSensorData",
+                    "NoSensorDataImpairedCommunication",
+                ])
             } else {
                 "Active"
             };
@@ -665,9 +718,18 @@ fn step(m: &mut Machine, rng: &mut Rng, now: i64, churn: u64, turnover: u64) {
         }
         4 | 5 => {
             // DHCP or a move to another site: the primary address changes.
-            if let Some(n) = m.nics.iter_mut().find(|n| n.kind != "SoftwareLoopback" && !n.ip.contains(':')) {
+            if let Some(n) = m
+                .nics
+                .iter_mut()
+                .find(|n| n.kind != "SoftwareLoopback" && !n.ip.contains(':'))
+            {
                 let site = rng.below(12);
-                n.ip = format!("10.{}.{}.{}", 10 * site + rng.below(10), rng.below(256), rng.range(2, 254));
+                n.ip = format!(
+                    "10.{}.{}.{}",
+                    10 * site + rng.below(10),
+                    rng.below(256),
+                    rng.range(2, 254)
+                );
                 if rng.chance(300_000) {
                     m.external_ip = Some(format!("167.220.{}.{}", 10 + site, rng.range(2, 254)));
                 }
@@ -675,11 +737,11 @@ fn step(m: &mut Machine, rng: &mut Rng, now: i64, churn: u64, turnover: u64) {
         }
         6 => m.agent = Some(agent_version(rng, m.os_build)),
         7 => {
-            if let (Some(os), Some(build)) = (m.os, m.os_build) {
-                if let Some((version, new_build)) = names::upgrade(os.platform, build) {
-                    m.version = Some(version.to_string());
-                    m.os_build = Some(new_build);
-                }
+            if let (Some(os), Some(build)) = (m.os, m.os_build)
+                && let Some((version, new_build)) = names::upgrade(os.platform, build)
+            {
+                m.version = Some(version.to_string());
+                m.os_build = Some(new_build);
             }
             m.ubr += rng.range(50, 400) as i64;
         }
@@ -724,7 +786,11 @@ fn alnum(rng: &mut Rng, n: usize) -> String {
 }
 
 fn mac(rng: &mut Rng) -> String {
-    format!("{}{}", rng.pick(names::MAC_PREFIXES), rng.hex(6).to_uppercase())
+    format!(
+        "{}{}",
+        rng.pick(names::MAC_PREFIXES),
+        rng.hex(6).to_uppercase()
+    )
 }
 
 fn make_nics(rng: &mut Rng, site: u64, class: Class) -> Vec<Nic> {
@@ -732,14 +798,25 @@ fn make_nics(rng: &mut Rng, site: u64, class: Class) -> Vec<Nic> {
     let wired = class == Class::Server || class == Class::Linux || rng.chance(600_000);
     let primary_mac = mac(rng);
     nics.push(Nic {
-        ip: format!("10.{}.{}.{}", 10 * site + rng.below(10), rng.below(256), rng.range(2, 254)),
+        ip: format!(
+            "10.{}.{}.{}",
+            10 * site + rng.below(10),
+            rng.below(256),
+            rng.range(2, 254)
+        ),
         mac: Some(primary_mac.clone()),
         kind: if wired { "Ethernet" } else { "Wireless80211" },
         up: true,
     });
     if rng.chance(300_000) {
         nics.push(Nic {
-            ip: format!("fe80::{}:{}:{}:{}", rng.hex(4), rng.hex(4), rng.hex(4), rng.hex(4)),
+            ip: format!(
+                "fe80::{}:{}:{}:{}",
+                rng.hex(4),
+                rng.hex(4),
+                rng.hex(4),
+                rng.hex(4)
+            ),
             mac: Some(primary_mac.clone()),
             kind: nics[0].kind,
             up: true,
@@ -775,7 +852,11 @@ fn make_nics(rng: &mut Rng, site: u64, class: Class) -> Vec<Nic> {
 
 fn agent_version(rng: &mut Rng, build: Option<i64>) -> String {
     let platform = *rng.pick(&[8760u64, 8780, 8800, 8810, 8835]);
-    format!("10.{platform}.{}.{}", build.unwrap_or(0), rng.range(1000, 6000))
+    format!(
+        "10.{platform}.{}.{}",
+        build.unwrap_or(0),
+        rng.range(1000, 6000)
+    )
 }
 
 /// Renders 100 ns ticks since the epoch as the service does: seven fractional digits,
@@ -783,7 +864,10 @@ fn agent_version(rng: &mut Rng, build: Option<i64>) -> String {
 pub fn format_ticks(ticks: i64) -> String {
     let secs = ticks.div_euclid(TICKS_PER_SEC);
     let frac = ticks.rem_euclid(TICKS_PER_SEC);
-    let t = Utc.timestamp_opt(secs, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let t = Utc
+        .timestamp_opt(secs, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
     if frac == 0 {
         return format!("{base}Z");
@@ -829,17 +913,30 @@ mod tests {
         let rb: Vec<Value> = b.machines().iter().map(|m| b.machine_record(m)).collect();
         assert_eq!(ra, rb);
         assert_eq!(samples().len(), 5);
-        let names: Vec<&str> = ra.iter().filter_map(|r| r["computerDnsName"].as_str()).collect();
+        let names: Vec<&str> = ra
+            .iter()
+            .filter_map(|r| r["computerDnsName"].as_str())
+            .collect();
         assert!(names.contains(&"mymachine1.contoso.com"));
-        assert!(ra.iter().any(|r| r["machineTags"].as_array().is_some_and(|t| t.contains(&json!("ExampleTag")))));
+        assert!(ra.iter().any(|r| {
+            r["machineTags"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("ExampleTag")))
+        }));
     }
 
     #[test]
     fn records_use_the_live_key_order() {
         let f = Fleet::new(config(50));
         let r = f.machine_record(&f.machines()[10]);
-        let keys: Vec<&String> = r.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-        let expected: Vec<&str> = crate::schema::MACHINE_PROPERTIES.iter().map(|p| p.api).collect();
+        let keys: Vec<&String> = r
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        let expected: Vec<&str> = crate::schema::MACHINE_PROPERTIES
+            .iter()
+            .map(|p| p.api)
+            .collect();
         assert_eq!(keys, expected);
     }
 
@@ -848,9 +945,15 @@ mod tests {
         let f0 = Fleet::new(config(300));
         let f1 = Fleet::at_day(config(300), 1);
         let seen = |f: &Fleet, id: &str| {
-            f.machines().iter().find(|m| m.id == id).map(|m| m.last_seen)
+            f.machines()
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.last_seen)
         };
-        let active = f0.machines().iter().find(|m| m.sample.is_none() && !m.retired && m.health == "Active");
+        let active = f0
+            .machines()
+            .iter()
+            .find(|m| m.sample.is_none() && !m.retired && m.health == "Active");
         let active = active.expect("an active machine");
         assert!(seen(&f1, &active.id) > seen(&f0, &active.id));
         let mut ids: Vec<&str> = f1.machines().iter().map(|m| m.id.as_str()).collect();

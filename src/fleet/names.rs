@@ -156,20 +156,20 @@ pub const TAGS: &[&str] = &[
 ];
 
 pub const FIRST_NAMES: &[&str] = &[
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-    "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter",
-    "yara", "zoe", "amir", "bea", "chen", "dara", "elif", "farid", "gita", "hana", "igor",
-    "jon", "kemal", "lena", "mika", "nora", "omar", "priya", "quinn", "rosa", "sanjay",
-    "tomas", "uma", "vera", "wei", "ximena", "yusuf", "zara", "anton", "bianca", "cyrus",
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yara", "zoe",
+    "amir", "bea", "chen", "dara", "elif", "farid", "gita", "hana", "igor", "jon", "kemal", "lena",
+    "mika", "nora", "omar", "priya", "quinn", "rosa", "sanjay", "tomas", "uma", "vera", "wei",
+    "ximena", "yusuf", "zara", "anton", "bianca", "cyrus",
 ];
 
 pub const LAST_NAMES: &[&str] = &[
     "smith", "jones", "garcia", "miller", "davis", "lopez", "wilson", "anderson", "thomas",
-    "taylor", "moore", "martin", "lee", "perez", "thompson", "white", "harris", "clark",
-    "lewis", "walker", "hall", "young", "allen", "king", "wright", "scott", "green", "baker",
-    "adams", "nelson", "hill", "rivera", "campbell", "mitchell", "roberts", "carter",
-    "phillips", "evans", "turner", "torres", "parker", "collins", "edwards", "stewart",
-    "morris", "murphy", "cook", "rogers", "morgan", "peterson",
+    "taylor", "moore", "martin", "lee", "perez", "thompson", "white", "harris", "clark", "lewis",
+    "walker", "hall", "young", "allen", "king", "wright", "scott", "green", "baker", "adams",
+    "nelson", "hill", "rivera", "campbell", "mitchell", "roberts", "carter", "phillips", "evans",
+    "turner", "torres", "parker", "collins", "edwards", "stewart", "morris", "murphy", "cook",
+    "rogers", "morgan", "peterson",
 ];
 
 /// The user name of user `k` of the pool: `first.last`, with a number past the

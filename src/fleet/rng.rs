@@ -113,6 +113,8 @@ mod tests {
         let mut again = Rng::derive(42, &[1, 2]);
         let second: Vec<u64> = (0..3).map(|_| again.below(1000)).collect();
         assert_eq!(first, second);
+        assert_eq!(first, vec![299, 98, 243]);
+        assert_eq!(Rng::derive(42, &[]).next_u64(), 1_546_998_764_402_558_742);
         assert_ne!(
             Rng::derive(42, &[1, 2]).next_u64(),
             Rng::derive(42, &[1, 3]).next_u64()

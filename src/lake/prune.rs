@@ -63,9 +63,9 @@ pub fn prune(lake: &Path, options: &PruneOptions) -> Result<PruneReport, LakeErr
         let n = ids.len();
         for (i, id) in ids.iter().enumerate() {
             let beyond_keep = options.keep.is_none_or(|k| i + k < n);
-            let too_old = options.older_than.is_none_or(|d| {
-                chrono::Duration::from_std(d).is_ok_and(|d| id.time() < now - d)
-            });
+            let too_old = options
+                .older_than
+                .is_none_or(|d| chrono::Duration::from_std(d).is_ok_and(|d| id.time() < now - d));
             if beyond_keep && too_old {
                 report.snapshots.push(*id);
             }

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -282,12 +281,11 @@ impl SnapshotWriter {
         let dir = self.lake.join(MANIFEST_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
         let tmp = dir.join(format!(".{}.json.{}.tmp", self.id, self.job));
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| {
-            LakeError::CorruptManifest {
+        let json =
+            serde_json::to_vec_pretty(&manifest).map_err(|source| LakeError::CorruptManifest {
                 path: tmp.clone(),
                 source,
-            }
-        })?;
+            })?;
         write_synced(&tmp, &json)?;
         let path = self.lake.join(self.id.manifest_path());
         let linked = std::fs::hard_link(&tmp, &path);
@@ -338,4 +336,3 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
         .and_then(|()| f.sync_all())
         .map_err(|e| io_err("writing", path, e))
 }
-

@@ -1,0 +1,308 @@
+//! The lake's guarantees through the library: atomic commit, the lock, leftovers,
+//! id collisions, pruning, and damage confined to the snapshot it hits.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use chrono::{TimeZone, Utc};
+use mdesnap::lake::{PruneOptions, SnapshotWriter, WriterOptions, prune, scan_lake};
+use mdesnap::{Engine, Error, Table};
+use tempfile::tempdir;
+
+use crate::small_lake;
+
+fn pairs(n: usize) -> RecordBatch {
+    let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
+    let machines: Vec<String> = (0..n).map(|i| format!("{i:040x}")).collect();
+    RecordBatch::try_new(
+        Table::UserMachines.schema(),
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(machines)),
+        ],
+    )
+    .expect("valid batch")
+}
+
+fn options(second: u32) -> WriterOptions {
+    let t = Utc
+        .with_ymd_and_hms(2026, 11, 23, 7, 0, second)
+        .single()
+        .expect("valid time");
+    WriterOptions::new(t, "test", &[Table::UserMachines])
+}
+
+async fn count(engine: &Engine, sql: &str) -> i64 {
+    let batches = engine
+        .sql(sql)
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    let col = batches[0].column(0);
+    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(col).value(0)
+}
+
+#[tokio::test]
+async fn commit_publishes_every_table_at_once() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let mut w = SnapshotWriter::create(&lake, options(0)).expect("writer");
+    w.append(Table::UserMachines, &pairs(10)).expect("append");
+    // Before commit the data files exist, yet the lake has no snapshot.
+    assert!(scan_lake(&lake).expect("scan").snapshots.is_empty());
+    assert!(matches!(
+        Engine::open(&lake, None),
+        Err(Error::EmptyLake(_))
+    ));
+    let m = w.commit().expect("commit");
+    assert_eq!(m.id, "20261123T070000Z");
+    assert_eq!(m.rows(Table::UserMachines), 10);
+    let engine = Engine::open(&lake, None).expect("opens");
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM user_machines").await,
+        10
+    );
+    assert_eq!(count(&engine, "SELECT count(*) FROM machines").await, 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&lake).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a new lake is private to its owner");
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_writer_leaves_nothing_and_the_same_second_gets_the_next_id() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    {
+        let mut w = SnapshotWriter::create(lake, options(0)).expect("writer");
+        w.append(Table::UserMachines, &pairs(3)).expect("append");
+    }
+    let leftovers: Vec<_> = walk(lake)
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let a = SnapshotWriter::create(lake, options(0))
+        .expect("writer")
+        .commit()
+        .expect("commit");
+    let b = SnapshotWriter::create(lake, options(0))
+        .expect("writer")
+        .commit()
+        .expect("commit");
+    assert_eq!(a.id, "20261123T070000Z");
+    assert_eq!(b.id, "20261123T070001Z");
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_holder_named() {
+    let dir = tempdir().expect("tempdir");
+    let first = SnapshotWriter::create(dir.path(), options(0)).expect("writer");
+    let err = SnapshotWriter::create(dir.path(), options(1)).expect_err("locked");
+    let text = err.to_string();
+    assert!(text.contains("locked by another writer"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(text.contains("--wait"), "{text}");
+    drop(first);
+    SnapshotWriter::create(dir.path(), options(1)).expect("free again");
+}
+
+#[test]
+fn a_waiting_writer_proceeds_when_the_holder_finishes() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().to_path_buf();
+    let first = SnapshotWriter::create(&lake, options(0)).expect("writer");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let lake = lake.clone();
+        std::thread::spawn(move || {
+            let mut o = options(0);
+            o.wait = true;
+            let m = SnapshotWriter::create(&lake, o).and_then(|w| w.commit());
+            tx.send(()).ok();
+            m
+        })
+    };
+    // The waiter cannot finish while the lock is held.
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err()
+    );
+    first.commit().expect("commit");
+    let m = waiter.join().expect("thread").expect("waiter commits");
+    assert_eq!(m.id, "20261123T070001Z");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_writer() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    SnapshotWriter::create(lake, options(0))
+        .expect("writer")
+        .commit()
+        .expect("commit");
+    // What a killed writer leaves: data without a manifest, a temporary manifest,
+    // a temporary file beside a committed snapshot's files.
+    let orphan = lake.join("machines/snapshot=20261124T070000Z");
+    std::fs::create_dir_all(&orphan).expect("mkdir");
+    std::fs::write(orphan.join("part-00000-x.parquet"), b"half").expect("write");
+    std::fs::write(lake.join("_snapshots/.20261124T070000Z.json.x.tmp"), b"{").expect("write");
+    let engine = Engine::open(lake, None).expect("leftovers do not break reading");
+    assert_eq!(engine.lake_scan().snapshots.len(), 1);
+
+    let report = prune(
+        lake,
+        &PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .expect("prune");
+    assert_eq!(report.leftovers.len(), 2, "{:?}", report.leftovers);
+    assert!(orphan.exists(), "dry run removes nothing");
+
+    SnapshotWriter::create(lake, options(5))
+        .expect("writer")
+        .commit()
+        .expect("commit");
+    assert!(!orphan.exists());
+    let report = prune(
+        lake,
+        &PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .expect("prune");
+    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_and_removes_the_manifest_with_the_data() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    small_lake(lake, 20, 5);
+    let report = prune(
+        lake,
+        &PruneOptions {
+            keep: Some(2),
+            ..Default::default()
+        },
+    )
+    .expect("prune");
+    let removed: Vec<String> = report.snapshots.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        removed,
+        ["20260101T070000Z", "20260102T070000Z", "20260103T070000Z"]
+    );
+    let scan = scan_lake(lake).expect("scan");
+    assert_eq!(scan.snapshots.len(), 2);
+    assert!(!lake.join("machines/snapshot=20260101T070000Z").exists());
+
+    // Both rules: a snapshot goes only when neither keeps it.
+    let now = Utc.with_ymd_and_hms(2026, 1, 8, 0, 0, 0).single();
+    let older = PruneOptions {
+        keep: Some(1),
+        older_than: Some(std::time::Duration::from_secs(5 * 86_400)),
+        now,
+        ..Default::default()
+    };
+    let report = prune(lake, &older).expect("prune");
+    assert!(
+        report.snapshots.is_empty(),
+        "both remaining are younger than 5 days"
+    );
+    let older = PruneOptions {
+        older_than: Some(std::time::Duration::from_secs(3 * 86_400)),
+        now,
+        ..older
+    };
+    let report = prune(lake, &older).expect("prune");
+    assert_eq!(report.snapshots.len(), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_manifest_spoils_only_its_snapshot() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    small_lake(lake, 20, 3);
+    let bad = lake.join("_snapshots/20260103T070000Z.json");
+    std::fs::write(&bad, b"{ not json").expect("write");
+    let scan = scan_lake(lake).expect("scan");
+    assert_eq!(scan.snapshots.len(), 2);
+    assert_eq!(scan.broken.len(), 1);
+    assert!(
+        scan.broken[0]
+            .error
+            .to_string()
+            .contains("20260103T070000Z.json")
+    );
+    let engine = Engine::open(lake, None).expect("others stay readable");
+    assert_eq!(
+        engine.current_snapshot().map(|s| s.to_string()).as_deref(),
+        Some("20260102T070000Z")
+    );
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(DISTINCT snapshot) FROM machines_history"
+        )
+        .await,
+        2
+    );
+    // Its data is not a leftover: it may still be recovered by hand.
+    let report = prune(
+        lake,
+        &PruneOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .expect("prune");
+    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+}
+
+#[tokio::test]
+async fn a_corrupt_data_file_is_named() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    small_lake(lake, 20, 2);
+    let scan = scan_lake(lake).expect("scan");
+    let file = &scan.snapshots[1].tables["machines"].files[0];
+    let path = lake.join(&file.path);
+    let len = std::fs::metadata(&path).expect("meta").len() as usize;
+    std::fs::write(&path, vec![7u8; len]).expect("overwrite with garbage, same size");
+    let engine = Engine::open(lake, None).expect("opens");
+    let err = engine.verify_files().expect_err("corrupt");
+    assert!(matches!(err, Error::CorruptFile { .. }), "{err}");
+    assert!(err.to_string().contains(&file.path), "{err}");
+    // The other snapshot's rows are still there.
+    let df = engine
+        .sql("SELECT id FROM machines_history WHERE snapshot < '2026-01-02T00:00:00Z'")
+        .await
+        .expect("plans");
+    assert_eq!(df.count().await.expect("the intact snapshot reads"), 20);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
