@@ -120,6 +120,19 @@ impl Machine {
         GROUPS[self.group].0
     }
 
+    /// Its `osProcessor`: none for a device without a sensor.
+    fn processor(&self) -> Option<&'static str> {
+        if self.onboarding != "Onboarded" {
+            None
+        } else if self.x86 {
+            Some("x86")
+        } else if self.arm {
+            Some("arm64")
+        } else {
+            Some("x64")
+        }
+    }
+
     /// Its `computerDnsName`.
     pub fn dns_name(&self) -> Option<&str> {
         self.dns.as_deref()
@@ -484,15 +497,7 @@ impl Fleet {
             .find(|n| n.up && n.kind != "SoftwareLoopback" && !n.ip.contains(':'))
             .map(|n| n.ip.clone());
         let (group_id, group_name, _) = GROUPS[m.group];
-        let processor = if m.onboarding != "Onboarded" {
-            None
-        } else if m.x86 {
-            Some("x86")
-        } else if m.arm {
-            Some("arm64")
-        } else {
-            Some("x64")
-        };
+        let processor = m.processor();
         let arch = processor.map(|p| if p == "x86" { "32-bit" } else { "64-bit" });
         let ips: Vec<Value> = m
             .nics
@@ -547,50 +552,15 @@ impl Fleet {
 
     /// The machine's MachineSecurityState record (contract section 3).
     pub fn security_state_record(&self, m: &Machine) -> Value {
-        let record = self.machine_record(m);
-        let platform = record["osPlatform"].as_str().unwrap_or_default();
-        let windows = platform.starts_with("Windows");
-        let build = if windows { m.os_build } else { None };
-        let arch = match record["osProcessor"].as_str() {
-            Some("x86") => "x86",
-            Some("arm64") => "Arm64",
-            _ => "Amd64",
-        };
-        let os_version = build.map(|b| {
-            let branch = match b {
-                b if b >= 26100 => "ge_release",
-                b if b >= 22000 => "ni_release",
-                b if b >= 19041 => "vb_release",
-                b if b >= 17763 => "rs5_release",
-                _ => "rs1_release",
-            };
-            format!(
-                "10.0.{b}.{}.{}fre.{branch}.240301-1200",
-                m.ubr,
-                arch.to_lowercase()
-            )
-        });
-        let mut attention = Vec::new();
-        if m.health.contains("ImpairedCommunication") {
-            attention.push("EdrImpairedCommunications");
+        if let Some(sample) = &m.sample {
+            return security_state(
+                m,
+                sample.get("osPlatform").and_then(Value::as_str),
+                sample.get("osProcessor").and_then(Value::as_str),
+                sample.get("defenderAvStatus").and_then(Value::as_str),
+            );
         }
-        if m.health.starts_with("NoSensorData") {
-            attention.push("AntivirusNotReporting");
-        }
-        if record["defenderAvStatus"]
-            .as_str()
-            .is_some_and(|s| s != "Updated")
-        {
-            attention.push("AntivirusSignatureOutdated");
-        }
-        json!({
-            "id": m.id,
-            "build": build,
-            "revision": build.map(|_| m.ubr),
-            "architecture": arch,
-            "osVersion": os_version,
-            "propertiesRequireAttention": attention,
-        })
+        security_state(m, m.os.map(|o| o.platform), m.processor(), m.av)
     }
 
     /// Every user logged on to a machine of the fleet, sorted.
@@ -664,6 +634,55 @@ const AV_STATUSES: &[(u64, &str)] = &[
     (2, "NotReporting"),
     (2, "Disabled"),
 ];
+
+/// The security state of `m`, given what its record says of platform, processor and
+/// antivirus.
+fn security_state(
+    m: &Machine,
+    platform: Option<&str>,
+    processor: Option<&str>,
+    av: Option<&str>,
+) -> Value {
+    let windows = platform.is_some_and(|p| p.starts_with("Windows"));
+    let build = if windows { m.os_build } else { None };
+    let arch = match processor {
+        Some("x86") => "x86",
+        Some("arm64") => "Arm64",
+        _ => "Amd64",
+    };
+    let os_version = build.map(|b| {
+        let branch = match b {
+            b if b >= 26100 => "ge_release",
+            b if b >= 22000 => "ni_release",
+            b if b >= 19041 => "vb_release",
+            b if b >= 17763 => "rs5_release",
+            _ => "rs1_release",
+        };
+        format!(
+            "10.0.{b}.{}.{}fre.{branch}.240301-1200",
+            m.ubr,
+            arch.to_lowercase()
+        )
+    });
+    let mut attention = Vec::new();
+    if m.health.contains("ImpairedCommunication") {
+        attention.push("EdrImpairedCommunications");
+    }
+    if m.health.starts_with("NoSensorData") {
+        attention.push("AntivirusNotReporting");
+    }
+    if windows && av.is_some_and(|s| s != "Updated") {
+        attention.push("AntivirusSignatureOutdated");
+    }
+    json!({
+        "id": m.id,
+        "build": build,
+        "revision": build.map(|_| m.ubr),
+        "architecture": arch,
+        "osVersion": os_version,
+        "propertiesRequireAttention": attention,
+    })
+}
 
 /// One day in a machine's life.
 fn step(m: &mut Machine, rng: &mut Rng, now: i64, churn: u64, turnover: u64) {
