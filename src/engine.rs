@@ -16,8 +16,32 @@ use datafusion::prelude::SessionConfig;
 use crate::catalog::{SnapshotTable, snapshots_table};
 use crate::error::{Error, Result};
 use crate::lake::{LakeScan, scan_lake};
+use crate::odata::query::parse_query;
+use crate::odata::to_expr::{Scope, TranslateError, to_expr, to_value_expr};
+use crate::odata::{ODataError, ODataQuery};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
+
+/// Which names OData results carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Names {
+    /// The API's property names (`computerDnsName`); columns the API lacks keep theirs.
+    #[default]
+    Api,
+    /// The lake's column names (`computer_dns_name`).
+    Sql,
+}
+
+/// An OData request, planned.
+#[derive(Debug)]
+pub struct ODataResponse {
+    pub df: DataFrame,
+    /// `@odata.count`, when `$count=true` asked for it: the matching rows before
+    /// `$top` and `$skip`.
+    pub count: Option<u64>,
+    /// The request as read.
+    pub query: ODataQuery,
+}
 
 /// SQL over a lake.
 pub struct Engine {
@@ -48,6 +72,13 @@ impl Engine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("mdesnap", "lake");
         let ctx = SessionContext::new_with_config(config);
+        // The object store names files by absolute path.
+        let lake = std::path::absolute(lake).map_err(|source| Error::Io {
+            op: "resolving",
+            path: lake.to_path_buf(),
+            source,
+        })?;
+        let lake = lake.as_path();
         let scan = scan_lake(lake)?;
         let mut engine = Engine {
             ctx,
@@ -129,6 +160,103 @@ impl Engine {
     /// Plans one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         Ok(self.ctx.sql(sql).await?)
+    }
+
+    /// Plans an OData request (`machines?$filter=...`), with API property names.
+    pub async fn odata(&self, url: &str) -> Result<DataFrame> {
+        Ok(self.odata_request(url, Names::Api).await?.df)
+    }
+
+    /// Plans an OData request, with the names asked for, and counts when `$count=true`.
+    /// An OData query without `$top` returns every matching row: the lake is not paged.
+    pub async fn odata_request(&self, url: &str, names: Names) -> Result<ODataResponse> {
+        let odata_err = |source: ODataError| Error::OData {
+            text: url.to_string(),
+            source,
+        };
+        let q = parse_query(url).map_err(|e| odata_err(e.into()))?;
+        let name = if q.history {
+            q.table.history_name()
+        } else {
+            q.table.name().to_string()
+        };
+        let mut df = self.ctx.table(name.as_str()).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let scope = Scope::new(q.table, Arc::clone(&schema));
+        if let Some(f) = &q.filter {
+            let e = to_expr(&f.expr, &scope).map_err(|e| {
+                odata_err(ODataError::Translate(TranslateError {
+                    offset: f.request_offset(e.offset),
+                    kind: e.kind,
+                }))
+            })?;
+            df = df.filter(e)?;
+        }
+        let count = if q.count {
+            Some(df.clone().count().await? as u64)
+        } else {
+            None
+        };
+        if !q.orderby.is_empty() {
+            let mut keys = Vec::new();
+            for k in &q.orderby {
+                let (e, _) = to_value_expr(&k.expr, &scope).map_err(|e| {
+                    odata_err(ODataError::Translate(TranslateError {
+                        offset: k.offset + e.offset - k.expr.span.start,
+                        kind: e.kind,
+                    }))
+                })?;
+                // OData sorts nulls first in ascending order.
+                keys.push(e.sort(!k.descending, !k.descending));
+            }
+            df = df.sort(keys)?;
+        }
+        if q.top.is_some() || q.skip.is_some() {
+            df = df.limit(q.skip.unwrap_or(0) as usize, q.top.map(|t| t as usize))?;
+        }
+        let columns: Vec<String> = match &q.select {
+            None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+            Some(items) if items.iter().any(|i| i.name == "*") => {
+                schema.fields().iter().map(|f| f.name().clone()).collect()
+            }
+            Some(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let Some((column, _)) = scope.resolve(&item.name) else {
+                        return Err(odata_err(ODataError::Translate(TranslateError {
+                            offset: item.offset,
+                            kind: crate::odata::to_expr::TranslateErrorKind::UnknownProperty {
+                                name: item.name.clone(),
+                                suggestion: crate::odata::suggest(
+                                    &item.name,
+                                    scope.names().into_iter(),
+                                ),
+                            },
+                        })));
+                    };
+                    if !out.contains(&column) {
+                        out.push(column);
+                    }
+                }
+                out
+            }
+        };
+        let projection: Vec<datafusion::logical_expr::Expr> = columns
+            .iter()
+            .map(|c| {
+                let e = datafusion::logical_expr::col(datafusion::common::Column::from_name(c));
+                match (names, crate::schema::api_name_for_column(q.table, c)) {
+                    (Names::Api, Some(api)) => e.alias(api),
+                    _ => e,
+                }
+            })
+            .collect();
+        df = df.select(projection)?;
+        Ok(ODataResponse {
+            df,
+            count,
+            query: q,
+        })
     }
 
     /// The registered table names, sorted.

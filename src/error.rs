@@ -49,6 +49,13 @@ pub enum Error {
     Output(#[source] std::io::Error),
     #[error("formatting output: {0}")]
     Format(#[from] arrow::error::ArrowError),
+    /// An OData request that could not be read or understood; `offset` is a byte of
+    /// `text`, for a caret.
+    #[error("{source}")]
+    OData {
+        text: String,
+        source: crate::odata::ODataError,
+    },
     #[error("invalid generator setting: {0}")]
     Generator(&'static str),
 }

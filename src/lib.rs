@@ -8,6 +8,7 @@
 //! - [`decode`]: API records into Arrow batches (one path for every producer);
 //! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
 //! - [`catalog`] and [`engine`]: the lake's tables in DataFusion;
+//! - [`odata`]: the `$filter` language and query options, translated to DataFusion;
 //! - [`output`]: the result formats of `mdesnap query`.
 //!
 //! ```no_run
@@ -26,11 +27,12 @@ pub mod error;
 pub mod fleet;
 pub mod generate;
 pub mod lake;
+pub mod odata;
 pub mod output;
 pub mod schema;
 pub mod snapshot;
 
-pub use engine::Engine;
+pub use engine::{Engine, Names, ODataResponse};
 pub use error::{Error, Result};
 pub use schema::Table;
 pub use snapshot::{Manifest, SnapshotId};

@@ -11,9 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, parse_duration, prune, scan_lake};
-use mdesnap::output::{Format, write_file, write_stream};
+use mdesnap::odata::query::looks_like_odata;
+use mdesnap::odata::render_caret;
+use mdesnap::output::{Envelope, Format, write_file, write_stream};
 use mdesnap::snapshot::{SnapshotId, parse_time};
-use mdesnap::{Engine, Table};
+use mdesnap::{Engine, Names, Table};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +58,11 @@ Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n
         #[command(subcommand)]
         command: SnapshotsCommand,
     },
+    /// Work with OData filters
+    Odata {
+        #[command(subcommand)]
+        command: OdataCommand,
+    },
     /// Write a synthetic lake from a deterministic simulated fleet (no tenant needed)
     #[command(
         long_about = "Write a synthetic lake: one snapshot a day of a simulated \
@@ -67,6 +74,22 @@ carries the lake's generated fleet on from its latest day (or starts a new fleet
 after the latest snapshot when the flags differ)."
     )]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OdataCommand {
+    /// Print how a $filter is understood (fully parenthesised), or the error with a caret
+    #[command(
+        long_about = "Print how a $filter is understood: the canonical form, fully \
+parenthesised, operators lowercase, literals in the standard spelling. The argument is the \
+filter as it stands after URL decoding: nothing in it is decoded (+ is a plus sign). On an \
+error, exit 2 with the message, the input and a caret under the byte at fault.\n\n\
+Example:\n  mdesnap odata parse \"riskScore eq 'High' and not (osBuild add 1 gt 100)\""
+    )]
+    Parse {
+        /// The filter text
+        filter: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +105,10 @@ struct QueryArgs {
     /// Write the result to FILE instead (.parquet, .csv, .json or .ndjson, by extension)
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// The SQL statement
+    /// OData results: keep the lake's snake_case column names instead of the API's names
+    #[arg(long)]
+    sql_names: bool,
+    /// The SQL statement, or an OData request like 'machines?$filter=riskScore eq 'High'&$top=10' (quote it so the shell leaves $ alone)
     statement: String,
 }
 
@@ -237,6 +263,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Query(args) => query(args).await,
         Command::Snapshots { command } => snapshots(command).await,
+        Command::Odata {
+            command: OdataCommand::Parse { filter },
+        } => odata_parse(&filter),
         Command::Generate(args) => {
             // The writer is synchronous; an interrupt ends the process and leaves
             // only leftovers that the next writer removes.
@@ -248,13 +277,35 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 async fn query(args: QueryArgs) -> Result<(), Failure> {
     let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
     let engine = Engine::open(&args.lake.lake, as_of)?;
-    if args.format == Format::ODataJson {
-        return Err(anyhow::anyhow!(
-            "--format odata-json answers OData queries (machines?$filter=...), not SQL"
-        )
-        .into());
-    }
-    let df = engine.sql(&args.statement).await?;
+    let odata = looks_like_odata(&args.statement);
+    let (df, envelope) = if odata {
+        let names = if args.sql_names {
+            Names::Sql
+        } else {
+            Names::Api
+        };
+        let response = engine
+            .odata_request(&args.statement, names)
+            .await
+            .map_err(with_caret)?;
+        let envelope = Envelope {
+            context: format!(
+                "{}/api/$metadata#{}",
+                api_origin(&engine),
+                response.query.table.entity_set()
+            ),
+            count: response.count,
+        };
+        (response.df, Some(envelope))
+    } else {
+        if args.format == Format::ODataJson {
+            return Err(anyhow::anyhow!(
+                "--format odata-json answers OData requests (machines?$filter=...), not SQL"
+            )
+            .into());
+        }
+        (engine.sql(&args.statement).await?, None)
+    };
     let stream = df.execute_stream().await?;
     let result = match &args.output {
         Some(path) => write_file(stream, path).await.map(|rows| {
@@ -263,11 +314,18 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            write_stream(stream, args.format, None, &mut out)
+            write_stream(stream, args.format, envelope.as_ref(), &mut out)
                 .await
                 .map(|_| ())
         }
     };
+    // Only odata-json has a place for the count in its output; elsewhere it goes to
+    // stderr, beside the results.
+    if let Some(count) = envelope.as_ref().and_then(|e| e.count)
+        && (args.format != Format::ODataJson || args.output.is_some())
+    {
+        eprintln!("@odata.count: {count}");
+    }
     match result {
         Ok(()) => Ok(()),
         Err(e @ Error::DataFusion(_)) => {
@@ -276,6 +334,42 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
             Err(e.into())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The origin `@odata.context` names: the API the latest snapshot came from, else the
+/// commercial cloud's.
+fn api_origin(engine: &Engine) -> String {
+    engine
+        .lake_scan()
+        .snapshots
+        .last()
+        .map(|m| m.source.trim_end_matches('/').to_string())
+        .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+        .unwrap_or_else(|| "https://api.security.microsoft.com".to_string())
+}
+
+/// An OData error rendered with the request and a caret under the byte at fault.
+fn with_caret(e: Error) -> anyhow::Error {
+    match &e {
+        Error::OData { text, source } => {
+            anyhow::anyhow!(
+                "{}",
+                render_caret(&source.to_string(), text, source.offset())
+            )
+        }
+        _ => e.into(),
+    }
+}
+
+fn odata_parse(filter: &str) -> Result<(), Failure> {
+    match mdesnap::odata::parse_filter(filter) {
+        Ok(expr) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{expr}").map_err(Error::Output)?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{}", render_caret(&e.to_string(), filter, e.offset)).into()),
     }
 }
 
