@@ -362,9 +362,22 @@ impl Parser {
         let mut args = Vec::new();
         if self.peek().tok != Tok::RParen {
             loop {
-                // Type names (cast, isof) and function parameters `name=value` are
-                // taken as paths; `=` parameters are outside this parser's scope.
-                args.push(self.expr_bp(0)?);
+                // A type name (`Edm.String` in cast and isof) stands alone as an
+                // argument; it is kept as a one-segment path.
+                let t = self.peek();
+                let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
+                match (&t.tok, next) {
+                    (Tok::Name(type_name), Some(Tok::RParen | Tok::Comma))
+                        if (name == "cast" || name == "isof") && type_name.contains('.') =>
+                    {
+                        self.bump();
+                        args.push(Expr {
+                            kind: ExprKind::Path(vec![type_name.clone()]),
+                            span: t.span,
+                        });
+                    }
+                    _ => args.push(self.expr_bp(0)?),
+                }
                 if self.peek().tok == Tok::Comma {
                     self.bump();
                 } else {

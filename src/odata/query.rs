@@ -254,7 +254,16 @@ pub fn parse_query(text: &str) -> Result<ODataQuery, QueryError> {
             Some(i) => (&part[..i], &part[i + 1..], part_start + i + 1),
             None => (part, "", part_start + part.len()),
         };
-        let (name, _) = decode(raw_name, part_start)?;
+        let (name, name_map) = decode(raw_name, part_start)?;
+        if let Some(i) = name.find([' ', '\t']) {
+            return Err(QueryError {
+                offset: name_map.get(i).copied().unwrap_or(part_start),
+                kind: QueryErrorKind::Expression {
+                    option: "query option",
+                    message: "no whitespace may stand in a name or before '='".into(),
+                },
+            });
+        }
         let canonical = name.strip_prefix('$').unwrap_or(&name).to_ascii_lowercase();
         let known = ["filter", "select", "orderby", "top", "skip", "count"];
         if !known.contains(&canonical.as_str()) {
@@ -299,11 +308,12 @@ pub fn parse_query(text: &str) -> Result<ODataQuery, QueryError> {
             "filter" => {
                 // No whitespace may stand around '=' (ABNF: EQ then boolCommonExpr).
                 if value.starts_with([' ', '\t']) {
+                    let first = value.len() - value.trim_start().len();
                     return Err(QueryError {
-                        offset: value_start,
+                        offset: offsets.get(first).copied().unwrap_or(value_start),
                         kind: QueryErrorKind::Expression {
                             option: "$filter",
-                            message: "unexpected whitespace before the expression".into(),
+                            message: "the expression must follow '=' with no whitespace".into(),
                         },
                     });
                 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: a module per area.
 
 mod cli;
+mod conformance;
 mod kill;
 mod lake;
 mod sample_data;
