@@ -6,11 +6,15 @@ use super::{ParseErrorKind, parse_filter};
 use crate::fleet::Rng;
 
 fn sexp(s: &str) -> String {
-    parse_filter(s).map(|e| e.sexp()).unwrap_or_else(|e| format!("error: {e}"))
+    parse_filter(s)
+        .map(|e| e.sexp())
+        .unwrap_or_else(|e| format!("error: {e}"))
 }
 
 fn canonical(s: &str) -> String {
-    parse_filter(s).map(|e| e.to_string()).unwrap_or_else(|e| format!("error: {e}"))
+    parse_filter(s)
+        .map(|e| e.to_string())
+        .unwrap_or_else(|e| format!("error: {e}"))
 }
 
 /// `parse(x).to_string()` parses back to the same tree (spans aside).
@@ -19,7 +23,11 @@ fn assert_round_trip(s: &str) {
     let printed = first.to_string();
     let second = parse_filter(&printed).unwrap_or_else(|e| panic!("{printed}: {e}"));
     assert_eq!(first.sexp(), second.sexp(), "{s} -> {printed}");
-    assert_eq!(printed, second.to_string(), "canonical form is a fixed point");
+    assert_eq!(
+        printed,
+        second.to_string(),
+        "canonical form is a fixed point"
+    );
 }
 
 #[test]
@@ -32,8 +40,14 @@ fn design_example() {
 
 #[test]
 fn canonical_literals() {
-    assert_eq!(canonical("lastSeen gt 2018-08-01Z"), "(lastSeen gt 2018-08-01T00:00:00Z)");
-    assert_eq!(canonical(r#"computerDnsName in ("a","b")"#), "(computerDnsName in ('a','b'))");
+    assert_eq!(
+        canonical("lastSeen gt 2018-08-01Z"),
+        "(lastSeen gt 2018-08-01T00:00:00Z)"
+    );
+    assert_eq!(
+        canonical(r#"computerDnsName in ("a","b")"#),
+        "(computerDnsName in ('a','b'))"
+    );
     assert_eq!(canonical("name eq 'O''Neil'"), "(name eq 'O''Neil')");
     assert_eq!(canonical("a EQ TRUE"), "(a eq true)");
     assert_eq!(canonical("x eq +42"), "(x eq 42)");
@@ -41,7 +55,10 @@ fn canonical_literals() {
         canonical("aadDeviceId eq FD2E4D29-7072-4195-AAA5-1AF139B78028"),
         "(aadDeviceId eq fd2e4d29-7072-4195-aaa5-1af139b78028)"
     );
-    assert_eq!(canonical("d eq duration'P1DT2H'"), "(d eq duration'P1DT2H')");
+    assert_eq!(
+        canonical("d eq duration'P1DT2H'"),
+        "(d eq duration'P1DT2H')"
+    );
     assert_eq!(canonical("-(5)"), "(- 5)");
 }
 
@@ -99,7 +116,10 @@ fn precedence() {
 #[test]
 fn keywords_only_at_word_boundaries() {
     assert_eq!(sexp("name eq 'freeland'"), "(eq name 'freeland')");
-    assert_eq!(sexp("order eq 1 and notes eq 2"), "(and (eq order 1) (eq notes 2))");
+    assert_eq!(
+        sexp("order eq 1 and notes eq 2"),
+        "(and (eq order 1) (eq notes 2))"
+    );
     assert_eq!(sexp("android eq true"), "(eq android true)");
     assert_eq!(sexp("inside in (1)"), "(in inside [1])");
 }
@@ -121,7 +141,10 @@ fn expected_found_errors_carry_the_offset() {
         }
     );
     let e = parse_filter("a eq 1 b").expect_err("junk");
-    assert_eq!(e.to_string(), "expected an operator or the end of the filter, found 'b' at byte 7");
+    assert_eq!(
+        e.to_string(),
+        "expected an operator or the end of the filter, found 'b' at byte 7"
+    );
     assert_eq!(error("(a eq 1").0, 7);
     assert_eq!(error("x in (a, b)").0, 7);
     assert_eq!(error("42.").0, 3);
@@ -143,7 +166,12 @@ fn unterminated_string() {
 fn too_deep_is_an_error_not_a_stack_overflow() {
     let deep = format!("{}x{}", "(".repeat(100_000), ")".repeat(100_000));
     let (_, kind) = error(&deep);
-    assert_eq!(kind, ParseErrorKind::TooDeep { limit: super::parser::MAX_DEPTH });
+    assert_eq!(
+        kind,
+        ParseErrorKind::TooDeep {
+            limit: super::parser::MAX_DEPTH
+        }
+    );
     let nots = format!("{}true", "not ".repeat(100_000));
     assert!(matches!(error(&nots).1, ParseErrorKind::TooDeep { .. }));
     // Long flat chains are fine: they do not nest.
@@ -184,10 +212,52 @@ fn wrong_argument_count() {
 #[test]
 fn random_inputs_never_panic() {
     const PIECES: &[&str] = &[
-        " ", "(", ")", ",", "/", ":", "'", "\"", "-", "+", "a", "eq", "and", "or", "not", "in", "has", "any", "all",
-        "1", "2.5", "1e3", "INF", "'x'", "2018-08-01", "2018-08-01Z", "T", "10:00", "null", "true", "contains",
-        "startswith(", "machineTags/any(t:", "t eq 'v'", "duration'P1D'", "[", "]", "$it", "@a", "x.y", "é", "\t",
-        "add", "mul", "divby", "01234567-89ab-cdef-0123-456789abcdef",
+        " ",
+        "(",
+        ")",
+        ",",
+        "/",
+        ":",
+        "'",
+        "\"",
+        "-",
+        "+",
+        "a",
+        "eq",
+        "and",
+        "or",
+        "not",
+        "in",
+        "has",
+        "any",
+        "all",
+        "1",
+        "2.5",
+        "1e3",
+        "INF",
+        "'x'",
+        "2018-08-01",
+        "2018-08-01Z",
+        "T",
+        "10:00",
+        "null",
+        "true",
+        "contains",
+        "startswith(",
+        "machineTags/any(t:",
+        "t eq 'v'",
+        "duration'P1D'",
+        "[",
+        "]",
+        "$it",
+        "@a",
+        "x.y",
+        "é",
+        "\t",
+        "add",
+        "mul",
+        "divby",
+        "01234567-89ab-cdef-0123-456789abcdef",
     ];
     const SEEDS: &[&str] = &[
         "riskScore eq 'High' and not (osBuild add 1 gt 100)",
@@ -200,7 +270,9 @@ fn random_inputs_never_panic() {
     let total = 30_000;
     for i in 0..total {
         let input = match i % 3 {
-            0 => (0..rng.range(1, 20)).map(|_| *rng.pick(PIECES)).collect::<String>(),
+            0 => (0..rng.range(1, 20))
+                .map(|_| *rng.pick(PIECES))
+                .collect::<String>(),
             1 => {
                 let mut s: Vec<char> = rng.pick(SEEDS).chars().collect();
                 for _ in 0..rng.range(1, 4) {
@@ -216,17 +288,23 @@ fn random_inputs_never_panic() {
                 s.into_iter().collect()
             }
             _ => {
-                let bytes: Vec<u8> = (0..rng.range(0, 30)).map(|_| rng.below(128) as u8).collect();
+                let bytes: Vec<u8> = (0..rng.range(0, 30))
+                    .map(|_| rng.below(128) as u8)
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
         };
         if let Ok(e) = parse_filter(&input) {
             parsed += 1;
             let printed = e.to_string();
-            let again: Expr = parse_filter(&printed).unwrap_or_else(|err| panic!("{input:?} -> {printed:?}: {err}"));
+            let again: Expr = parse_filter(&printed)
+                .unwrap_or_else(|err| panic!("{input:?} -> {printed:?}: {err}"));
             assert_eq!(e.sexp(), again.sexp(), "{input:?}");
         }
     }
     // Some of them must have been valid, or the round-trip half tested nothing.
-    assert!(parsed > 500, "only {parsed} of {total} random inputs parsed");
+    assert!(
+        parsed > 500,
+        "only {parsed} of {total} random inputs parsed"
+    );
 }

@@ -33,8 +33,14 @@ fn listed() -> BTreeMap<u32, (String, String)> {
             let i = fields.next().unwrap_or_default();
             let kind = fields.next().unwrap_or_default().to_string();
             let reason = fields.next().unwrap_or_default().to_string();
-            let i: u32 = i.trim().parse().unwrap_or_else(|_| panic!("bad index in list: {l}"));
-            assert!(kind == "skip" || kind == "offset", "case {i}: kind must be skip or offset");
+            let i: u32 = i
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad index in list: {l}"));
+            assert!(
+                kind == "skip" || kind == "offset",
+                "case {i}: kind must be skip or offset"
+            );
             assert!(!reason.trim().is_empty(), "case {i} has no reason");
             (i, (kind, reason))
         })
@@ -50,9 +56,11 @@ fn literal_fits_rule(rule: &str, l: &Literal) -> bool {
     let fits = match l {
         Literal::Bool(_) => r.starts_with("boolean"),
         Literal::Null => r == "null",
-        Literal::Int(_) | Literal::Number(_) => ["decimal", "double", "single", "byte", "sbyte", "int"]
-            .iter()
-            .any(|p| r.starts_with(p)),
+        Literal::Int(_) | Literal::Number(_) => {
+            ["decimal", "double", "single", "byte", "sbyte", "int"]
+                .iter()
+                .any(|p| r.starts_with(p))
+        }
         Literal::Date(_) => r == "date" || r == "datevalue",
         Literal::DateTime(_) => r.starts_with("datetimeoffset"),
         Literal::TimeOfDay(_) => r.starts_with("timeofday"),
@@ -72,7 +80,9 @@ fn run(case: &Case) -> Result<(), usize> {
     match case.rule.as_str() {
         "filter" | "queryOptions" => {
             let url = format!("{prefix}{}", case.input);
-            parse_query(&url).map(|_| ()).map_err(|e| e.offset.saturating_sub(prefix.len()))
+            parse_query(&url)
+                .map(|_| ())
+                .map_err(|e| e.offset.saturating_sub(prefix.len()))
         }
         "odataRelativeUri" => parse_query(&case.input).map(|_| ()).map_err(|e| e.offset),
         _ => {
@@ -82,7 +92,8 @@ fn run(case: &Case) -> Result<(), usize> {
                 let n = case.input.len();
                 (case.input.clone(), (0..=n).collect())
             };
-            let parsed = parse_filter(&text).map_err(|e| map.get(e.offset).copied().unwrap_or(e.offset))?;
+            let parsed =
+                parse_filter(&text).map_err(|e| map.get(e.offset).copied().unwrap_or(e.offset))?;
             if case.category == "literal" {
                 // A literal rule must read as one literal of the rule's type: `INF` is
                 // a number, not a date. Such a failure has no position of its own.
@@ -100,9 +111,14 @@ fn run(case: &Case) -> Result<(), usize> {
 
 #[test]
 fn abnf_conformance_cases() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/filter_and_literal_cases.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance/filter_and_literal_cases.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but {} is missing", path.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but {} is missing",
+            path.display()
+        );
         eprintln!("skipping: {} not found", path.display());
         return;
     };
@@ -110,10 +126,21 @@ fn abnf_conformance_cases() {
     let list = listed();
     let indexes: Vec<u32> = cases.iter().map(|c| c.index).collect();
     for i in list.keys() {
-        assert!(indexes.contains(i), "the list names case {i}, which does not exist");
+        assert!(
+            indexes.contains(i),
+            "the list names case {i}, which does not exist"
+        );
     }
-    let skip: Vec<u32> = list.iter().filter(|(_, (k, _))| k == "skip").map(|(i, _)| *i).collect();
-    let offset_differs: Vec<u32> = list.iter().filter(|(_, (k, _))| k == "offset").map(|(i, _)| *i).collect();
+    let skip: Vec<u32> = list
+        .iter()
+        .filter(|(_, (k, _))| k == "skip")
+        .map(|(i, _)| *i)
+        .collect();
+    let offset_differs: Vec<u32> = list
+        .iter()
+        .filter(|(_, (k, _))| k == "offset")
+        .map(|(i, _)| *i)
+        .collect();
     let mut failures = Vec::new();
     let mut ran = 0;
     for case in &cases {
@@ -139,6 +166,11 @@ fn abnf_conformance_cases() {
         }
     }
     eprintln!("conformance: {ran} cases run, {} out of scope", skip.len());
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(ran > 150, "too few cases ran: {ran}");
 }

@@ -4,6 +4,7 @@ mod cli;
 mod conformance;
 mod kill;
 mod lake;
+mod odata;
 mod sample_data;
 
 use std::path::{Path, PathBuf};
