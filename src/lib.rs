@@ -22,6 +22,7 @@
 
 pub mod catalog;
 pub mod decode;
+pub mod emulator;
 pub mod engine;
 pub mod error;
 pub mod fleet;

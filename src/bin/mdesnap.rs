@@ -58,6 +58,16 @@ Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n
         #[command(subcommand)]
         command: SnapshotsCommand,
     },
+    /// Serve an emulated Defender machines API on loopback (no tenant needed)
+    #[command(
+        long_about = "Serve an emulator of the Defender for Endpoint machines API, \
+with the deterministic fleet of `generate`: token endpoints (v2, v1, device code), /api/machines \
+(and /api/v1.0), /api/machines/{id}, /api/users/{id}/machines, /api/domains/{domain}/machines, \
+/testwdatppreview/machinesecuritystates, throttling and faults on demand. The first stdout line \
+is `listening on http://ADDR`. Admin routes: GET /_emulator/stats, GET|POST /_emulator/faults, \
+POST /_emulator/advance?days=N, GET /_emulator/users, GET /_emulator/domains. See docs/emulator.md."
+    )]
+    Emulate(EmulateArgs),
     /// Work with OData filters
     Odata {
         #[command(subcommand)]
@@ -74,6 +84,76 @@ carries the lake's generated fleet on from its latest day (or starts a new fleet
 after the latest snapshot when the flags differ)."
     )]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct EmulateArgs {
+    /// Address to listen on (port 0 picks one); anything but loopback is said on stderr
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: std::net::SocketAddr,
+    /// The tenant id the token endpoints accept
+    #[arg(long, default_value = "emulator-tenant")]
+    tenant_id: String,
+    /// The application (client) id the token endpoints accept
+    #[arg(long, default_value = "emulator-client")]
+    client_id: String,
+    /// The client secret the token endpoints accept
+    #[arg(long, default_value = "emulator-secret")]
+    client_secret: String,
+    /// Roles of application tokens, comma-separated (a token without Machine.Read.All gets 403)
+    #[arg(long, default_value = "Machine.Read.All", value_delimiter = ',')]
+    roles: Vec<String>,
+    /// An emulated user for device-code sign-in and the device groups it sees: NAME=GROUP_ID[,GROUP_ID...] (repeatable)
+    #[arg(long = "user", value_name = "NAME=GROUP_ID,...")]
+    users: Vec<String>,
+    /// Seconds after which a device-code sign-in is approved
+    #[arg(long, default_value_t = 5.0)]
+    approve_after: f64,
+    /// Lifetime of issued tokens, seconds
+    #[arg(long, default_value_t = 3599)]
+    token_lifetime: u64,
+    /// Machines on day 0 of the fleet
+    #[arg(long, default_value_t = 1000)]
+    machines: u64,
+    /// Seed of the fleet
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The fleet's day served at start (day d of the emulator is snapshot d of generate)
+    #[arg(long, default_value_t = 0)]
+    day: u32,
+    /// Share of machines that change in a day
+    #[arg(long, default_value_t = mdesnap::fleet::FleetConfig::DEFAULT_CHURN)]
+    churn: f64,
+    /// Key set of machine records
+    #[arg(long, value_enum, default_value = "2023")]
+    schema_profile: mdesnap::emulator::Profile,
+    /// Calls per minute per client and route before 429
+    #[arg(long, default_value_t = 100)]
+    calls_per_minute: u32,
+    /// Calls per hour per client and route before 429
+    #[arg(long, default_value_t = 1500)]
+    calls_per_hour: u32,
+    /// Multiply the throttling windows (0.01 makes a minute 0.6 s), for tests
+    #[arg(long, default_value_t = 1.0)]
+    window_scale: f64,
+    /// Hide machines last seen more than DAYS before the fleet's day
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u32>,
+    /// Machines per page when $top is absent
+    #[arg(long, default_value_t = 10_000)]
+    page_size: usize,
+    /// Answer 404 for an unknown user, as the WDATP-era documentation says
+    #[arg(long)]
+    legacy_user_404: bool,
+    /// Emit @odata.nextLink also when $top is given
+    #[arg(long)]
+    next_link_with_top: bool,
+    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, buggy_next_link, mutate_between_pages); repeatable
+    #[arg(long = "fault", value_name = "KIND=RATE")]
+    faults: Vec<String>,
+    /// How long a slow response takes, seconds
+    #[arg(long, default_value_t = 2.0)]
+    slow_seconds: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +346,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Odata {
             command: OdataCommand::Parse { filter },
         } => odata_parse(&filter),
+        Command::Emulate(args) => emulate(args).await,
         Command::Generate(args) => {
             // The writer is synchronous; an interrupt ends the process and leaves
             // only leftovers that the next writer removes.
@@ -360,6 +441,92 @@ fn with_caret(e: Error) -> anyhow::Error {
         }
         _ => e.into(),
     }
+}
+
+/// `--user alice=5,140 --user bob=21` (or `alice=5,bob=21`): users and their groups.
+fn parse_users(values: &[String]) -> anyhow::Result<Vec<(String, Vec<i64>)>> {
+    let mut users: Vec<(String, Vec<i64>)> = Vec::new();
+    for value in values {
+        for item in value.split(',') {
+            let item = item.trim();
+            let (user, group) = match item.split_once('=') {
+                Some((u, g)) => (Some(u), g),
+                None => (None, item),
+            };
+            let group: i64 = group.parse().map_err(|_| {
+                anyhow::anyhow!("--user {value}: '{group}' is not a device group id")
+            })?;
+            match (user, users.last_mut()) {
+                (Some(u), _) if !u.is_empty() => users.push((u.to_string(), vec![group])),
+                (None, Some(last)) => last.1.push(group),
+                _ => anyhow::bail!("--user {value}: expected NAME=GROUP_ID[,GROUP_ID...]"),
+            }
+        }
+    }
+    Ok(users)
+}
+
+async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
+    use mdesnap::emulator::{Emulator, EmulatorConfig, Faults};
+    let mut faults = Faults::default();
+    for f in &args.faults {
+        let (kind, rate) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--fault {f}: expected KIND=RATE"))?;
+        let rate: f64 = rate
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--fault {f}: '{rate}' is not a rate"))?;
+        faults.0.insert(kind.to_string(), rate);
+    }
+    faults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--fault: {e}"))?;
+    let seconds = |what: &str, s: f64| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds"))
+    };
+    if args.window_scale.is_nan() || args.window_scale <= 0.0 {
+        return Err(anyhow::anyhow!("--window-scale must be above 0").into());
+    }
+    let config = EmulatorConfig {
+        bind: args.bind,
+        tenant_id: args.tenant_id,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        roles: args.roles,
+        token_lifetime: std::time::Duration::from_secs(args.token_lifetime),
+        users: parse_users(&args.users)?,
+        approve_after: seconds("--approve-after", args.approve_after)?,
+        seed: args.seed,
+        machines: args.machines,
+        churn: args.churn,
+        start: mdesnap::fleet::FleetConfig::default_start(),
+        day: args.day,
+        profile: args.schema_profile,
+        calls_per_minute: args.calls_per_minute,
+        calls_per_hour: args.calls_per_hour,
+        window_scale: args.window_scale,
+        retention_days: args.retention_days,
+        page_size: args.page_size.clamp(1, 10_000),
+        legacy_user_404: args.legacy_user_404,
+        empty_tenant_404: true,
+        next_link_with_top: args.next_link_with_top,
+        faults,
+        slow: seconds("--slow-seconds", args.slow_seconds)?,
+    };
+    if !args.bind.ip().is_loopback() {
+        eprintln!(
+            "warning: the emulator listens on {}, which is not loopback: other hosts can reach it",
+            args.bind
+        );
+    }
+    let emulator = Emulator::start(config).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", emulator.url()).map_err(Error::Output)?;
+    out.flush().map_err(Error::Output)?;
+    drop(out);
+    emulator.wait().await;
+    Ok(())
 }
 
 fn odata_parse(filter: &str) -> Result<(), Failure> {

@@ -56,6 +56,7 @@ const P_NEW: u64 = 1;
 const P_DAY: u64 = 2;
 const P_ONBOARD: u64 = 3;
 const P_ID: u64 = 4;
+const P_MUTATE: u64 = 5;
 
 /// How long the service keeps listing a machine after it was last seen, in days.
 pub const RETENTION_DAYS: i64 = 180;
@@ -238,6 +239,22 @@ impl Fleet {
         for _ in 0..count {
             let m = self.new_machine(false);
             self.machines.push(m);
+        }
+    }
+
+    /// Changes the fleet now, between two calls of a pager: removes `n` machines and
+    /// onboards `n` new ones, chosen by `salt`. The samples are never removed.
+    pub fn mutate(&mut self, n: usize, salt: u64) {
+        let mut rng = Rng::derive(self.config.seed, &[P_MUTATE, u64::from(self.day), salt]);
+        for _ in 0..n {
+            let candidates = self.machines.len().saturating_sub(5);
+            if candidates > 0 {
+                let i = 5 + rng.below(candidates as u64) as usize;
+                self.machines.remove(i);
+            }
+            let m = self.new_machine(false);
+            let at = rng.below(self.machines.len() as u64 + 1) as usize;
+            self.machines.insert(at, m);
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod conformance;
+mod emulator;
 mod kill;
 mod lake;
 mod odata;

@@ -1,0 +1,331 @@
+//! The emulator's state: the fleet of the day (with an Arrow copy the OData translator
+//! filters), issued tokens and device codes, throttling windows, faults and counters.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::EmulatorConfig;
+use crate::decode::MachineDecoder;
+use crate::fleet::{Fleet, FleetConfig, Rng};
+
+/// Which key set machine records carry (contract section 2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// the 2021 live shape: no merge/exclusion fields, no managedByStatus
+    #[value(name = "2021")]
+    P2021,
+    /// the 2023 live shape: every key
+    #[value(name = "2023")]
+    P2023,
+    /// the 2026 capture: no osVersion, no defenderAvStatus
+    #[value(name = "2026")]
+    P2026,
+}
+
+impl Profile {
+    /// Keys this profile leaves out.
+    pub fn absent(self) -> &'static [&'static str] {
+        match self {
+            Profile::P2021 => &[
+                "mergedIntoMachineId",
+                "isPotentialDuplication",
+                "isExcluded",
+                "exclusionReason",
+                "managedByStatus",
+            ],
+            Profile::P2023 => &[],
+            Profile::P2026 => &["osVersion", "defenderAvStatus"],
+        }
+    }
+}
+
+/// A kind of fault the emulator can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// 500 InternalServerError with an empty message.
+    Error500,
+    /// 429 TooManyRequests with Retry-After, whatever the windows say.
+    Throttle429,
+    /// The connection closes before any response.
+    Drop,
+    /// The body stops half-way.
+    Cut,
+    /// The response comes late.
+    Slow,
+    /// A nextLink that lost the `$` of its options and never advances (contract 4.9).
+    BuggyNextLink,
+    /// Machines are added and removed between two pages.
+    MutateBetweenPages,
+    /// 404 for a machine that exists.
+    NotFound,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Error500,
+        FaultKind::Throttle429,
+        FaultKind::Drop,
+        FaultKind::Cut,
+        FaultKind::Slow,
+        FaultKind::BuggyNextLink,
+        FaultKind::MutateBetweenPages,
+        FaultKind::NotFound,
+    ];
+
+    /// The name in `POST /_emulator/faults`, `--fault` and the stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Error500 => "500",
+            FaultKind::Throttle429 => "429",
+            FaultKind::Drop => "drop",
+            FaultKind::Cut => "cut",
+            FaultKind::Slow => "slow",
+            FaultKind::BuggyNextLink => "buggy_next_link",
+            FaultKind::MutateBetweenPages => "mutate_between_pages",
+            FaultKind::NotFound => "404",
+        }
+    }
+
+    /// The kind a name means.
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Fault rates, each a probability from 0 to 1 per API call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults(pub BTreeMap<String, f64>);
+
+impl Faults {
+    /// The rate of `kind`.
+    pub fn rate(&self, kind: FaultKind) -> f64 {
+        self.0.get(kind.name()).copied().unwrap_or(0.0)
+    }
+
+    /// Checks names and rates.
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in &self.0 {
+            if FaultKind::parse(k).is_none() {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                return Err(format!(
+                    "unknown fault '{k}' (expected one of {})",
+                    names.join(", ")
+                ));
+            }
+            if !(0.0..=1.0).contains(v) {
+                return Err(format!("fault '{k}' rate {v} is not between 0 and 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a token carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Claims {
+    pub aud: String,
+    pub appid: String,
+    pub tid: String,
+    /// Application roles (app tokens).
+    pub roles: Vec<String>,
+    /// Delegated scopes, space-separated (user tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    /// Device groups a delegated token may see.
+    #[serde(skip)]
+    pub groups: Option<Vec<i64>>,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// A device-code sign-in in progress.
+#[derive(Debug, Clone)]
+pub struct DeviceCode {
+    pub scope: String,
+    pub user: String,
+    pub approve_at: Instant,
+    pub expires_at: Instant,
+}
+
+/// The fleet of the day with what serving it needs.
+#[derive(Debug)]
+pub struct FleetView {
+    pub fleet: Fleet,
+    /// The machines as the lake's `machines` table, for the OData translator.
+    pub batch: Arc<RecordBatch>,
+    /// Machine id -> position in the fleet.
+    pub index: HashMap<String, usize>,
+}
+
+impl FleetView {
+    fn new(fleet: Fleet) -> Self {
+        let mut decoder = MachineDecoder::default();
+        let mut index = HashMap::with_capacity(fleet.machines().len());
+        for (i, m) in fleet.machines().iter().enumerate() {
+            // The fleet's records always have an id; a failure would be a fleet bug,
+            // and the machine is then left out rather than the server stopped.
+            if decoder.push(i, &fleet.machine_record(m)).is_ok() {
+                index.insert(m.id().to_string(), i);
+            }
+        }
+        let (batch, _) = decoder.finish();
+        FleetView {
+            fleet,
+            batch: Arc::new(batch),
+            index,
+        }
+    }
+
+    /// The record of machine `i` in the profile's key set.
+    pub fn record(&self, i: usize, profile: Profile) -> Value {
+        let mut r = self.fleet.machine_record(&self.fleet.machines()[i]);
+        if let Value::Object(map) = &mut r {
+            for k in profile.absent() {
+                map.shift_remove(*k);
+            }
+        }
+        r
+    }
+}
+
+/// Calls seen, for `GET /_emulator/stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub calls: BTreeMap<&'static str, VecDeque<Instant>>,
+    pub totals: BTreeMap<&'static str, u64>,
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+/// Mutable state behind one lock (never held across an await).
+#[derive(Debug)]
+pub struct Inner {
+    pub view: FleetView,
+    pub tokens: HashMap<String, Claims>,
+    pub device_codes: HashMap<String, DeviceCode>,
+    pub windows: HashMap<(String, &'static str), VecDeque<Instant>>,
+    pub faults: Faults,
+    pub rng: Rng,
+    pub stats: Stats,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: EmulatorConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(config: EmulatorConfig) -> Self {
+        let fleet = Fleet::at_day(
+            FleetConfig {
+                seed: config.seed,
+                machines: config.machines,
+                churn: config.churn,
+                start: config.start,
+            },
+            config.day,
+        );
+        let inner = Inner {
+            view: FleetView::new(fleet),
+            tokens: HashMap::new(),
+            device_codes: HashMap::new(),
+            windows: HashMap::new(),
+            faults: config.faults.clone(),
+            rng: Rng::derive(config.seed, &[0xE3]),
+            stats: Stats::default(),
+        };
+        Shared {
+            config,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// The state, locked. A handler that panicked mid-update cannot leave it torn in a
+    /// way later calls would trip over, so a poisoned lock is taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The length of a window scaled by `--window-scale`.
+    pub fn window(&self, base: Duration) -> Duration {
+        base.mul_f64(self.config.window_scale.max(1e-6))
+    }
+}
+
+impl Inner {
+    /// Moves the fleet on by `days`.
+    pub fn advance(&mut self, days: u32) {
+        let mut fleet = self.view.fleet.clone();
+        for _ in 0..days {
+            fleet.advance();
+        }
+        self.view = FleetView::new(fleet);
+    }
+
+    /// Adds and removes machines now (the mutate-between-pages fault).
+    pub fn mutate(&mut self) {
+        let salt = self.rng.next_u64();
+        let mut fleet = self.view.fleet.clone();
+        let n = (fleet.machines().len() / 100).max(1);
+        fleet.mutate(n, salt);
+        self.view = FleetView::new(fleet);
+    }
+
+    /// Draws whether a fault of `kind` is served now, and counts it.
+    pub fn roll(&mut self, kind: FaultKind) -> bool {
+        let rate = self.faults.rate(kind);
+        if rate <= 0.0 {
+            return false;
+        }
+        let hit = (self.rng.below(1_000_000) as f64) < rate * 1_000_000.0;
+        if hit {
+            *self.stats.faults.entry(kind.name()).or_insert(0) += 1;
+        }
+        hit
+    }
+
+    /// The stats as JSON.
+    pub fn stats_json(&mut self, minute: Duration, hour: Duration) -> Value {
+        let now = Instant::now();
+        let mut calls = Map::new();
+        for (route, times) in &mut self.stats.calls {
+            while times.front().is_some_and(|t| now.duration_since(*t) > hour) {
+                times.pop_front();
+            }
+            let last_minute = times
+                .iter()
+                .filter(|t| now.duration_since(**t) <= minute)
+                .count();
+            calls.insert(
+                (*route).to_string(),
+                serde_json::json!({
+                    "minute": last_minute,
+                    "hour": times.len(),
+                    "total": self.stats.totals.get(route).copied().unwrap_or(0),
+                }),
+            );
+        }
+        let faults: Map<String, Value> = self
+            .stats
+            .faults
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
+            .collect();
+        serde_json::json!({
+            "day": self.view.fleet.day(),
+            "date": crate::snapshot::format_time(self.view.fleet.now()),
+            "machines": self.view.fleet.machines().len(),
+            "calls": calls,
+            "faults": faults,
+            "fault_rates": self.faults,
+        })
+    }
+}
