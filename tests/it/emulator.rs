@@ -686,42 +686,79 @@ async fn retention_and_select() {
         .machines()
         .iter()
         .map(|m| f.machine_record(m))
-        .filter(|r| r["lastSeen"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).is_some_and(|t| t >= cutoff))
+        .filter(|r| {
+            r["lastSeen"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .is_some_and(|t| t >= cutoff)
+        })
         .count();
-    let (_, _, v) = get(&emu.url(), "/api/machines?$top=10000&$select=id,lastSeen", Some(&t)).await;
+    let (_, _, v) = get(
+        &emu.url(),
+        "/api/machines?$top=10000&$select=id,lastSeen",
+        Some(&t),
+    )
+    .await;
     let rows = v["value"].as_array().cloned().unwrap_or_default();
     assert!(expected > 0 && expected < 120, "{expected}");
     assert_eq!(rows.len(), expected);
-    let keys: Vec<String> = rows[0].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let keys: Vec<String> = rows[0]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     assert_eq!(keys, ["id", "lastSeen"]);
     // The inactive sample (11 days) is past retention.
-    assert_eq!(get(&emu.url(), "/api/machines/mymachine2.contoso.com", Some(&t)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&emu.url(), "/api/machines/mymachine2.contoso.com", Some(&t))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[test]
 fn the_emulate_command_announces_its_address_and_serves() {
     use std::io::BufRead;
     let mut child = crate::bin()
-        .args(["emulate", "--machines", "50", "--fault", "404=1", "--roles", "Machine.Read.All"])
+        .args([
+            "emulate",
+            "--machines",
+            "50",
+            "--fault",
+            "404=1",
+            "--roles",
+            "Machine.Read.All",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawns");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line).expect("a line");
-    let url = line.trim().strip_prefix("listening on ").map(str::to_string);
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .map(str::to_string);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let outcome = rt.block_on(async {
         let url = url.clone().expect("first line is `listening on URL`");
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         let t = token(&url).await;
-        get(&url, "/api/machines/mymachine1.contoso.com", Some(&t)).await.0
+        get(&url, "/api/machines/mymachine1.contoso.com", Some(&t))
+            .await
+            .0
     });
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(outcome, StatusCode::NOT_FOUND, "--fault 404=1 took effect");
     let o = crate::run(&["emulate", "--fault", "explode=1"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(crate::stderr(&o).contains("unknown fault 'explode'"), "{}", crate::stderr(&o));
+    assert!(
+        crate::stderr(&o).contains("unknown fault 'explode'"),
+        "{}",
+        crate::stderr(&o)
+    );
 }
