@@ -78,28 +78,16 @@ pub fn datetime_micros(s: &str) -> Option<i64> {
     };
     let (date, time) = body.split_once('T')?;
     let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    let mut parts = time.splitn(3, ':');
-    let h: u32 = parts.next()?.parse().ok()?;
-    let mi: u32 = parts.next()?.parse().ok()?;
-    let (sec, frac) = match parts.next() {
-        None => (0u32, 0i64),
-        Some(rest) => {
-            let (s, f) = rest.split_once('.').unwrap_or((rest, ""));
-            let digits: String = f.chars().take(6).collect();
-            let micros = if digits.is_empty() {
-                0
-            } else {
-                format!("{digits:0<6}").parse::<i64>().ok()?
-            };
-            (s.parse().ok()?, micros)
-        }
-    };
+    let (h, mi, sec, frac) = clock(time)?;
     let (sec, frac) = if sec == 60 {
         (59, 999_999)
     } else {
         (sec, frac)
     };
-    let t = NaiveDateTime::new(date, NaiveTime::from_hms_opt(h, mi, sec)?);
+    let t = NaiveDateTime::new(
+        date,
+        NaiveTime::from_hms_opt(h as u32, mi as u32, sec as u32)?,
+    );
     let secs = t.and_utc().timestamp() - offset_secs;
     secs.checked_mul(1_000_000)?.checked_add(frac)
 }
@@ -113,23 +101,30 @@ pub fn date_days(s: &str) -> Option<i32> {
 
 /// A time-of-day literal in microseconds since midnight.
 pub fn time_micros(s: &str) -> Option<i64> {
+    let (h, m, sec, frac) = clock(s)?;
+    Some(((h * 60 + m) * 60 + sec) * 1_000_000 + frac)
+}
+
+/// `HH:MM[:SS[.fraction]]` as hours, minutes, seconds and microseconds (the fraction
+/// truncated to six digits).
+fn clock(s: &str) -> Option<(i64, i64, i64, i64)> {
     let mut parts = s.splitn(3, ':');
     let h: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;
     let (sec, frac) = match parts.next() {
         None => (0, 0),
         Some(rest) => {
-            let (s, f) = rest.split_once('.').unwrap_or((rest, ""));
+            let (sec, f) = rest.split_once('.').unwrap_or((rest, ""));
             let digits: String = f.chars().take(6).collect();
             let frac = if digits.is_empty() {
                 0
             } else {
                 format!("{digits:0<6}").parse::<i64>().ok()?
             };
-            (s.parse::<i64>().ok()?, frac)
+            (sec.parse::<i64>().ok()?, frac)
         }
     };
-    Some(((h * 60 + m) * 60 + sec) * 1_000_000 + frac)
+    Some((h, m, sec, frac))
 }
 
 #[cfg(test)]
