@@ -58,6 +58,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
 struct Reply {
     status: StatusCode,
     body: Value,
+    /// Bytes sent instead of `body` when set (pages spliced from cached records).
+    raw: Option<Vec<u8>>,
     headers: Vec<(&'static str, String)>,
     odata: bool,
 }
@@ -67,6 +69,7 @@ impl Reply {
         Reply {
             status: StatusCode::OK,
             body,
+            raw: None,
             headers: Vec::new(),
             odata: true,
         }
@@ -76,6 +79,7 @@ impl Reply {
         Reply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body,
+            raw: None,
             headers: Vec::new(),
             odata: false,
         }
@@ -93,7 +97,10 @@ impl Reply {
     }
 
     fn into_response(self, cut: bool) -> Response {
-        let bytes = serde_json::to_vec(&self.body).unwrap_or_default();
+        let bytes = match self.raw {
+            Some(raw) => raw,
+            None => serde_json::to_vec(&self.body).unwrap_or_default(),
+        };
         let mut builder = Response::builder().status(self.status);
         let content_type = if self.odata {
             ODATA_CONTENT_TYPE
@@ -534,41 +541,10 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
     let page_len = top.map_or(sh.config.page_size, |t| t as usize);
     let end = (skip + page_len).min(ids.len());
     let page = ids.get(skip..end).unwrap_or(&[]);
-    let selected: Option<Vec<&'static str>> = select
-        .as_ref()
-        .filter(|s| !s.iter().any(|i| i.name == "*"))
-        .map(|s| s.iter().filter_map(|i| api_name(&i.name)).collect());
-    let inner = sh.lock();
-    let profile = sh.config.profile;
-    let values: Vec<Value> = page
-        .iter()
-        .filter_map(|id| inner.view.index.get(id))
-        .map(|i| {
-            let r = inner.view.record(*i, profile);
-            match (&selected, r) {
-                (Some(keys), Value::Object(map)) => Value::Object(
-                    map.into_iter()
-                        .filter(|(k, _)| keys.contains(&k.as_str()))
-                        .collect(),
-                ),
-                (_, r) => r,
-            }
-        })
-        .collect();
-    let buggy = !page.is_empty();
-    drop(inner);
-    let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        format!("http://{host}/api/$metadata#Machines").into(),
-    );
-    if q.count {
-        body.insert("@odata.count".into(), ids.len().into());
-    }
-    body.insert("value".into(), Value::Array(values));
     let more = end < ids.len();
+    let mut next_link = None;
     if more && (top.is_none() || sh.config.next_link_with_top) {
-        let buggy_link = buggy && sh.lock().roll(FaultKind::BuggyNextLink);
+        let buggy_link = !page.is_empty() && sh.lock().roll(FaultKind::BuggyNextLink);
         // Built from every part sent, nameless ones included, so a buggy link followed
         // gives the same buggy link again, as the service did.
         let sent: Vec<&str> = query
@@ -594,12 +570,58 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
             .collect();
         let next_skip = if buggy_link { page_len } else { end };
         parts.push(format!("$skip={next_skip}"));
-        body.insert(
-            "@odata.nextLink".into(),
-            format!("http://{host}{path}?{}", parts.join("&")).into(),
-        );
+        next_link = Some(format!("http://{host}{path}?{}", parts.join("&")));
     }
-    Reply::odata(Value::Object(body))
+    // The envelope's head and tail as JSON, the records spliced between them.
+    let mut head = Map::new();
+    head.insert(
+        "@odata.context".into(),
+        format!("http://{host}/api/$metadata#Machines").into(),
+    );
+    if q.count {
+        head.insert("@odata.count".into(), ids.len().into());
+    }
+    let head = Value::Object(head).to_string();
+    let mut out = Vec::with_capacity(page.len() * 1100 + 256);
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"value\":[");
+    let selected: Option<Vec<&'static str>> = select
+        .as_ref()
+        .filter(|s| !s.iter().any(|i| i.name == "*"))
+        .map(|s| s.iter().filter_map(|i| api_name(&i.name)).collect());
+    {
+        let inner = sh.lock();
+        let mut first = true;
+        for i in page.iter().filter_map(|id| inner.view.index.get(id)) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            match &selected {
+                None => out.extend_from_slice(inner.view.json[*i].as_bytes()),
+                Some(keys) => {
+                    let r = match inner.view.record(*i, sh.config.profile) {
+                        Value::Object(map) => Value::Object(
+                            map.into_iter()
+                                .filter(|(k, _)| keys.contains(&k.as_str()))
+                                .collect(),
+                        ),
+                        other => other,
+                    };
+                    out.extend_from_slice(r.to_string().as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b']');
+    if let Some(link) = next_link {
+        out.extend_from_slice(b",\"@odata.nextLink\":");
+        out.extend_from_slice(Value::String(link).to_string().as_bytes());
+    }
+    out.push(b'}');
+    let mut reply = Reply::odata(Value::Null);
+    reply.raw = Some(out);
+    reply
 }
 
 fn percent_decoded(seg: &str) -> String {

@@ -162,37 +162,51 @@ pub struct FleetView {
     pub batch: Arc<RecordBatch>,
     /// Machine id -> position in the fleet.
     pub index: HashMap<String, usize>,
+    /// Each machine's record rendered once in the profile's key set: pages are
+    /// spliced from these instead of building JSON values per request.
+    pub json: Vec<Box<str>>,
 }
 
 impl FleetView {
-    fn new(fleet: Fleet) -> Self {
+    fn new(fleet: Fleet, profile: Profile) -> Self {
         let mut decoder = MachineDecoder::default();
         let mut index = HashMap::with_capacity(fleet.machines().len());
+        let mut json = Vec::with_capacity(fleet.machines().len());
         for (i, m) in fleet.machines().iter().enumerate() {
+            let record = profiled(fleet.machine_record(m), profile);
             // The fleet's records always have an id; a failure would be a fleet bug,
             // and the machine is then left out rather than the server stopped.
-            if decoder.push(i, &fleet.machine_record(m)).is_ok() {
+            if decoder.push(i, &record).is_ok() {
                 index.insert(m.id().to_string(), i);
             }
+            json.push(record.to_string().into_boxed_str());
         }
         let (batch, _) = decoder.finish();
         FleetView {
             fleet,
             batch: Arc::new(batch),
             index,
+            json,
         }
     }
 
     /// The record of machine `i` in the profile's key set.
     pub fn record(&self, i: usize, profile: Profile) -> Value {
-        let mut r = self.fleet.machine_record(&self.fleet.machines()[i]);
-        if let Value::Object(map) = &mut r {
-            for k in profile.absent() {
-                map.shift_remove(*k);
-            }
-        }
-        r
+        profiled(
+            self.fleet.machine_record(&self.fleet.machines()[i]),
+            profile,
+        )
     }
+}
+
+/// A record without the keys `profile` leaves out.
+fn profiled(mut record: Value, profile: Profile) -> Value {
+    if let Value::Object(map) = &mut record {
+        for k in profile.absent() {
+            map.shift_remove(*k);
+        }
+    }
+    record
 }
 
 /// Calls seen, for `GET /_emulator/stats`.
@@ -213,6 +227,7 @@ pub struct Inner {
     pub faults: Faults,
     pub rng: Rng,
     pub stats: Stats,
+    pub profile: Profile,
 }
 
 /// Everything the handlers share.
@@ -234,13 +249,14 @@ impl Shared {
             config.day,
         );
         let inner = Inner {
-            view: FleetView::new(fleet),
+            view: FleetView::new(fleet, config.profile),
             tokens: HashMap::new(),
             device_codes: HashMap::new(),
             windows: HashMap::new(),
             faults: config.faults.clone(),
             rng: Rng::derive(config.seed, &[0xE3]),
             stats: Stats::default(),
+            profile: config.profile,
         };
         Shared {
             config,
@@ -267,7 +283,7 @@ impl Inner {
         for _ in 0..days {
             fleet.advance();
         }
-        self.view = FleetView::new(fleet);
+        self.view = FleetView::new(fleet, self.profile);
     }
 
     /// Adds and removes machines now (the mutate-between-pages fault).
@@ -276,7 +292,7 @@ impl Inner {
         let mut fleet = self.view.fleet.clone();
         let n = (fleet.machines().len() / 100).max(1);
         fleet.mutate(n, salt);
-        self.view = FleetView::new(fleet);
+        self.view = FleetView::new(fleet, self.profile);
     }
 
     /// Draws whether a fault of `kind` is served now, and counts it.

@@ -89,7 +89,6 @@ pub fn parse_filter(input: &str) -> Result<Expr, ParseError> {
         tokens,
         pos: 0,
         depth: 0,
-        input_len: input.len(),
     };
     if p.peek().tok == Tok::Eof {
         return Err(ParseError::new(0, "an expression", "end of input"));
@@ -106,30 +105,32 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
-    input_len: usize,
 }
 
 impl Parser {
-    fn peek(&self) -> Token {
-        self.tokens.get(self.pos).cloned().unwrap_or(Token {
-            tok: Tok::Eof,
-            span: Span {
-                start: self.input_len,
-                end: self.input_len,
-            },
-            space_before: false,
-        })
+    /// The current token. The list always ends with `Eof`, and `bump` never moves past
+    /// it, so there is always one.
+    fn peek(&self) -> &Token {
+        &self.tokens[self.pos.min(self.tokens.len() - 1)]
     }
 
+    /// Takes the current token and moves on. Tokens are read once, so it is moved out
+    /// rather than cloned; `Eof` stays in place.
     fn bump(&mut self) -> Token {
-        let t = self.peek();
-        if self.pos < self.tokens.len() {
-            self.pos += 1;
+        if self.pos + 1 >= self.tokens.len() {
+            return self.peek().clone();
         }
+        let placeholder = Token {
+            tok: Tok::Eof,
+            span: self.tokens[self.pos].span,
+            space_before: false,
+        };
+        let t = std::mem::replace(&mut self.tokens[self.pos], placeholder);
+        self.pos += 1;
         t
     }
 
-    fn unexpected(&self, t: Token, expected: &str) -> ParseError {
+    fn unexpected(&self, t: &Token, expected: &str) -> ParseError {
         ParseError::new(t.span.start, expected, t.tok.describe())
     }
 
@@ -194,7 +195,7 @@ impl Parser {
         let close = match open.tok {
             Tok::LParen => Tok::RParen,
             Tok::LBracket => Tok::RBracket,
-            _ => return Err(self.unexpected(open, "'(' or '[' after 'in'")),
+            _ => return Err(self.unexpected(&open, "'(' or '[' after 'in'")),
         };
         let mut list = Vec::new();
         if self.peek().tok != close {
@@ -364,19 +365,21 @@ impl Parser {
             loop {
                 // A type name (`Edm.String` in cast and isof) stands alone as an
                 // argument; it is kept as a one-segment path.
-                let t = self.peek();
                 let next = self.tokens.get(self.pos + 1).map(|t| &t.tok);
-                match (&t.tok, next) {
-                    (Tok::Name(type_name), Some(Tok::RParen | Tok::Comma))
-                        if (name == "cast" || name == "isof") && type_name.contains('.') =>
-                    {
-                        self.bump();
+                let type_arg = matches!(
+                    (&self.peek().tok, next),
+                    (Tok::Name(n), Some(Tok::RParen | Tok::Comma)) if (name == "cast" || name == "isof") && n.contains('.')
+                );
+                if type_arg {
+                    let t = self.bump();
+                    if let Tok::Name(type_name) = t.tok {
                         args.push(Expr {
-                            kind: ExprKind::Path(vec![type_name.clone()]),
+                            kind: ExprKind::Path(vec![type_name]),
                             span: t.span,
                         });
                     }
-                    _ => args.push(self.expr_bp(0)?),
+                } else {
+                    args.push(self.expr_bp(0)?);
                 }
                 if self.peek().tok == Tok::Comma {
                     self.bump();
@@ -416,7 +419,7 @@ impl Parser {
             self.bump();
             let t = self.bump();
             let Tok::Name(seg) = t.tok.clone() else {
-                return Err(self.unexpected(t, "a property name after '/'"));
+                return Err(self.unexpected(&t, "a property name after '/'"));
             };
             let kind = if seg == "any" {
                 Some(LambdaKind::Any)
@@ -458,7 +461,7 @@ impl Parser {
         } else {
             let t = self.bump();
             let Tok::Name(var) = t.tok.clone() else {
-                return Err(self.unexpected(t, "a lambda variable name"));
+                return Err(self.unexpected(&t, "a lambda variable name"));
             };
             self.expect(&Tok::Colon, "':' after the lambda variable")?;
             let body = self.expr_bp(0)?;

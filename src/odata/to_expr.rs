@@ -28,7 +28,7 @@ use datafusion::functions::expr_fn as f;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility, binary_expr, cast, col, lit, when,
+    Volatility, binary_expr, cast, lit, when,
 };
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 
@@ -270,6 +270,12 @@ struct Translator<'a> {
 
 type Typed = (Expr, Ty);
 
+/// A column by its exact name. DataFusion's `col()` parses its argument as a SQL
+/// identifier, which costs more than the rest of a typical translation.
+fn column(name: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::from_name(name))
+}
+
 fn ts_lit(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(micros),
@@ -355,14 +361,14 @@ impl Translator<'_> {
         if let Some(l) = &self.lambda
             && first == &l.var
         {
-            let mut e = col(ELEMENT);
+            let mut e = column(ELEMENT);
             let mut ty = l.element.clone();
             for seg in &p[1..] {
                 (e, ty) = member(e, &ty, seg, span)?;
             }
             return Ok((e, Ty::of(&ty)));
         }
-        let Some((column, mut ty)) = self.scope.resolve(first) else {
+        let Some((name, mut ty)) = self.scope.resolve(first) else {
             let mut names = self.scope.names();
             if let Some(l) = &self.lambda {
                 names.push(&l.var);
@@ -381,7 +387,7 @@ impl Translator<'_> {
                 format!("'{first}' (a property outside the lambda variable) inside any/all"),
             ));
         }
-        let mut e = col(column.as_str());
+        let mut e = column(&name);
         for seg in &p[1..] {
             (e, ty) = member(e, &ty, seg, span)?;
         }
