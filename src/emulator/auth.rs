@@ -105,17 +105,24 @@ fn issue(shared: &Shared, claims: Claims) -> String {
     token
 }
 
+/// The tenant in the path must be the emulator's.
+fn check_tenant(cfg: &super::EmulatorConfig, tenant: &str) -> Result<(), TokenError> {
+    if tenant.eq_ignore_ascii_case(&cfg.tenant_id) {
+        Ok(())
+    } else {
+        Err(TokenError::new(
+            400,
+            "invalid_tenant",
+            format!("AADSTS90002: Tenant '{tenant}' not found."),
+        ))
+    }
+}
+
 /// `POST /{tenant}/oauth2/v2.0/token` (`v2`) or `/{tenant}/oauth2/token`.
 pub fn token(shared: &Shared, tenant: &str, v2: bool, body: &[u8]) -> Result<Value, TokenError> {
     let cfg = &shared.config;
     let f = form(body);
-    if !tenant.eq_ignore_ascii_case(&cfg.tenant_id) {
-        return Err(TokenError::new(
-            400,
-            "invalid_tenant",
-            format!("AADSTS90002: Tenant '{tenant}' not found."),
-        ));
-    }
+    check_tenant(cfg, tenant)?;
     let grant = field(&f, "grant_type").ok_or_else(|| {
         TokenError::new(
             400,
@@ -221,13 +228,7 @@ fn client_credentials(
 pub fn device_code(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, TokenError> {
     let cfg = &shared.config;
     let f = form(body);
-    if !tenant.eq_ignore_ascii_case(&cfg.tenant_id) {
-        return Err(TokenError::new(
-            400,
-            "invalid_tenant",
-            format!("AADSTS90002: Tenant '{tenant}' not found."),
-        ));
-    }
+    check_tenant(cfg, tenant)?;
     if field(&f, "client_id") != Some(cfg.client_id.as_str()) {
         return Err(TokenError::new(
             400,

@@ -186,41 +186,34 @@ async fn dispatch(
         return admin(&sh, &method, &l[1..], query.as_deref(), &body).into_response(false);
     }
     // The API and the Graph preview route.
-    let (template, graph, rest): (&'static str, bool, Vec<&str>) = match l.as_slice() {
-        ["testwdatppreview", "machinesecuritystates"] => (T_STATES, true, Vec::new()),
+    let route: Option<(&'static str, bool, Vec<&str>)> = match l.as_slice() {
+        ["testwdatppreview", "machinesecuritystates"] => Some((T_STATES, true, Vec::new())),
         ["api", rest @ ..] => {
             let rest = if rest.first() == Some(&"v1.0") {
                 &rest[1..]
             } else {
                 rest
             };
-            let offset = segs.len() - rest.len();
-            let raw = segs[offset..].to_vec();
-            match rest {
-                ["machines"] => (T_LIST, false, raw),
-                ["machines", _] => (T_GET, false, raw),
-                ["users", _, "machines"] => (T_USER, false, raw),
-                ["domains", _, "machines"] => (T_DOMAIN, false, raw),
-                _ => {
-                    return Reply::error(
-                        &sh,
-                        404,
-                        "NotFound",
-                        format!("Resource '{path}' was not found"),
-                    )
-                    .into_response(false);
-                }
-            }
+            let raw = segs[segs.len() - rest.len()..].to_vec();
+            let template = match rest {
+                ["machines"] => Some(T_LIST),
+                ["machines", _] => Some(T_GET),
+                ["users", _, "machines"] => Some(T_USER),
+                ["domains", _, "machines"] => Some(T_DOMAIN),
+                _ => None,
+            };
+            template.map(|t| (t, false, raw))
         }
-        _ => {
-            return Reply::error(
-                &sh,
-                404,
-                "NotFound",
-                format!("Resource '{path}' was not found"),
-            )
-            .into_response(false);
-        }
+        _ => None,
+    };
+    let Some((template, graph, rest)) = route else {
+        return Reply::error(
+            &sh,
+            404,
+            "NotFound",
+            format!("Resource '{path}' was not found"),
+        )
+        .into_response(false);
     };
     if method != Method::GET {
         return Reply::error(
