@@ -494,11 +494,9 @@ impl EntityDecoder {
                 extra.insert(prop.api.to_string(), v.clone());
             }
         }
-        if obj.len() > props.len() || obj.keys().any(|k| !props.iter().any(|p| p.api == k)) {
-            for (k, v) in obj {
-                if !props.iter().any(|p| p.api == k) {
-                    extra.insert(k.clone(), v.clone());
-                }
+        for (k, v) in obj {
+            if !props.iter().any(|p| p.api == k) {
+                extra.insert(k.clone(), v.clone());
             }
         }
         if extra.is_empty() {

@@ -33,6 +33,11 @@ pub enum Error {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    #[error("writing {}: {source}", path.display())]
+    WriteParquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("data file {} listed by snapshot {id} is missing or has the wrong size", path.display())]
     MissingFile { path: PathBuf, id: SnapshotId },
     #[error("{op} {}: {source}", path.display())]

@@ -193,7 +193,7 @@ async fn write_file_to(
                 .build();
             let mut writer =
                 parquet::arrow::ArrowWriter::try_new(file, stream.schema(), Some(props)).map_err(
-                    |e| Error::CorruptFile {
+                    |e| Error::WriteParquet {
                         path: tmp.to_path_buf(),
                         source: e,
                     },
@@ -202,12 +202,12 @@ async fn write_file_to(
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| Error::CorruptFile {
+                writer.write(&batch).map_err(|e| Error::WriteParquet {
                     path: tmp.to_path_buf(),
                     source: e,
                 })?;
             }
-            let file = writer.into_inner().map_err(|e| Error::CorruptFile {
+            let file = writer.into_inner().map_err(|e| Error::WriteParquet {
                 path: tmp.to_path_buf(),
                 source: e,
             })?;

@@ -2,7 +2,7 @@
 //! exit codes of `design.md` (0 success, 2 error, 130 interrupted).
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -661,14 +661,10 @@ fn run_generate(args: GenerateArgs) -> Result<(), Failure> {
     println!(
         "generated {} snapshots into {} ({} machines in the latest, {}) in {:.1}s",
         written.len(),
-        display_path(&args.lake.lake),
+        args.lake.lake.display(),
         last.map_or(0, |m| m.rows(Table::Machines)),
         last.map_or_else(|| "none".to_string(), |m| m.id.clone()),
         began.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn display_path(p: &Path) -> String {
-    p.display().to_string()
 }

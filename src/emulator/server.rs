@@ -306,12 +306,8 @@ async fn dispatch(
         ),
         _ => security_states(&sh, &host, query.as_deref()),
     };
-    let cut = cut && reply_ok(&reply);
+    let cut = cut && reply.status == StatusCode::OK;
     reply.into_response(cut)
-}
-
-fn reply_ok(r: &Reply) -> bool {
-    r.status == StatusCode::OK
 }
 
 fn token_reply(r: Result<Value, auth::TokenError>) -> Response {

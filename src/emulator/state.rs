@@ -169,11 +169,26 @@ pub struct FleetView {
 
 impl FleetView {
     fn new(fleet: Fleet, profile: Profile) -> Self {
+        let mut view = FleetView {
+            fleet,
+            batch: Arc::new(RecordBatch::new_empty(
+                crate::schema::Table::Machines.schema(),
+            )),
+            index: HashMap::new(),
+            json: Vec::new(),
+        };
+        view.refresh(profile);
+        view
+    }
+
+    /// Rebuilds what is derived from the fleet, after it changed in place.
+    fn refresh(&mut self, profile: Profile) {
+        let machines = self.fleet.machines();
         let mut decoder = MachineDecoder::default();
-        let mut index = HashMap::with_capacity(fleet.machines().len());
-        let mut json = Vec::with_capacity(fleet.machines().len());
-        for (i, m) in fleet.machines().iter().enumerate() {
-            let record = profiled(fleet.machine_record(m), profile);
+        let mut index = HashMap::with_capacity(machines.len());
+        let mut json = Vec::with_capacity(machines.len());
+        for (i, m) in machines.iter().enumerate() {
+            let record = profiled(self.fleet.machine_record(m), profile);
             // The fleet's records always have an id; a failure would be a fleet bug,
             // and the machine is then left out rather than the server stopped.
             if decoder.push(i, &record).is_ok() {
@@ -182,12 +197,9 @@ impl FleetView {
             json.push(record.to_string().into_boxed_str());
         }
         let (batch, _) = decoder.finish();
-        FleetView {
-            fleet,
-            batch: Arc::new(batch),
-            index,
-            json,
-        }
+        self.batch = Arc::new(batch);
+        self.index = index;
+        self.json = json;
     }
 
     /// The record of machine `i` in the profile's key set.
@@ -279,20 +291,18 @@ impl Shared {
 impl Inner {
     /// Moves the fleet on by `days`.
     pub fn advance(&mut self, days: u32) {
-        let mut fleet = self.view.fleet.clone();
         for _ in 0..days {
-            fleet.advance();
+            self.view.fleet.advance();
         }
-        self.view = FleetView::new(fleet, self.profile);
+        self.view.refresh(self.profile);
     }
 
     /// Adds and removes machines now (the mutate-between-pages fault).
     pub fn mutate(&mut self) {
         let salt = self.rng.next_u64();
-        let mut fleet = self.view.fleet.clone();
-        let n = (fleet.machines().len() / 100).max(1);
-        fleet.mutate(n, salt);
-        self.view = FleetView::new(fleet, self.profile);
+        let n = (self.view.fleet.machines().len() / 100).max(1);
+        self.view.fleet.mutate(n, salt);
+        self.view.refresh(self.profile);
     }
 
     /// Draws whether a fault of `kind` is served now, and counts it.
