@@ -33,15 +33,7 @@ fn options(second: u32) -> WriterOptions {
 }
 
 async fn count(engine: &Engine, sql: &str) -> i64 {
-    let batches = engine
-        .sql(sql)
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect("runs");
-    let col = batches[0].column(0);
-    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(col).value(0)
+    crate::scalar(engine, sql).await.parse().expect("a count")
 }
 
 #[tokio::test]
@@ -158,15 +150,8 @@ async fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_writer() {
     let engine = Engine::open(lake, None).expect("leftovers do not break reading");
     assert_eq!(engine.lake_scan().snapshots.len(), 1);
 
-    let report = prune(
-        lake,
-        &PruneOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-    )
-    .expect("prune");
-    assert_eq!(report.leftovers.len(), 2, "{:?}", report.leftovers);
+    let left = crate::leftovers(lake);
+    assert_eq!(left.len(), 2, "{left:?}");
     assert!(orphan.exists(), "dry run removes nothing");
 
     SnapshotWriter::create(lake, options(5))
@@ -174,15 +159,8 @@ async fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_writer() {
         .commit()
         .expect("commit");
     assert!(!orphan.exists());
-    let report = prune(
-        lake,
-        &PruneOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-    )
-    .expect("prune");
-    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+    let left = crate::leftovers(lake);
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]
@@ -259,15 +237,8 @@ async fn a_corrupt_manifest_spoils_only_its_snapshot() {
         2
     );
     // Its data is not a leftover: it may still be recovered by hand.
-    let report = prune(
-        lake,
-        &PruneOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-    )
-    .expect("prune");
-    assert!(report.leftovers.is_empty(), "{:?}", report.leftovers);
+    let left = crate::leftovers(lake);
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ mod sample_data;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use mdesnap::Engine;
 use mdesnap::generate::{GenerateOptions, generate};
+use mdesnap::lake::{PruneOptions, prune};
 
 /// The built `mdesnap` binary.
 pub fn bin() -> Command {
@@ -53,4 +55,29 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// What `snapshots prune --dry-run` would remove as leftovers of interrupted writes.
+pub fn leftovers(lake: &Path) -> Vec<PathBuf> {
+    let options = PruneOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    prune(lake, &options).expect("prune --dry-run").leftovers
+}
+
+/// The first value of a query's first column, as text.
+pub async fn scalar(engine: &Engine, sql: &str) -> String {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .expect("runs");
+    let col = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8)
+        .expect("cast to text");
+    arrow::array::AsArray::as_string::<i32>(&col)
+        .value(0)
+        .to_string()
 }

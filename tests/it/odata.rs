@@ -37,16 +37,7 @@ async fn sql_ids(engine: &Engine, sql: &str) -> BTreeSet<String> {
 }
 
 async fn one(engine: &Engine, sql: &str) -> String {
-    let b = engine
-        .sql(sql)
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect("runs");
-    let col =
-        arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Utf8).expect("cast");
-    col.as_string::<i32>().value(0).to_string()
+    crate::scalar(engine, sql).await
 }
 
 #[tokio::test]
