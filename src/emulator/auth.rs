@@ -50,18 +50,9 @@ impl TokenError {
     }
 }
 
-/// The form fields of a token request.
+/// The form fields of a token request (`application/x-www-form-urlencoded`).
 pub fn form(body: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(body);
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let k = crate::odata::query::decode(k, 0).ok()?.0;
-            let v = crate::odata::query::decode(v, 0).ok()?.0;
-            Some((k, v))
-        })
-        .collect()
+    form_urlencoded::parse(body).into_owned().collect()
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -71,19 +62,8 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn now_secs() -> i64 {
@@ -101,6 +81,10 @@ fn issue(shared: &Shared, claims: Claims) -> String {
     );
     let sig = inner.rng.hex(43);
     let token = format!("{header}.{payload}.{sig}");
+    // Expired tokens are answered as unknown ones: forget them, so a client asking
+    // for tokens in a loop does not grow the emulator without end.
+    let now = now_secs();
+    inner.tokens.retain(|_, c| c.exp > now);
     inner.tokens.insert(token.clone(), claims);
     token
 }
@@ -250,9 +234,10 @@ pub fn device_code(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, 
         ));
     };
     let mut inner = shared.lock();
+    let now = Instant::now();
+    inner.device_codes.retain(|_, d| d.expires_at > now);
     let device = inner.rng.hex(48);
     let user_code = format!("{}-{}", inner.rng.hex(4), inner.rng.hex(4)).to_uppercase();
-    let now = Instant::now();
     inner.device_codes.insert(
         device.clone(),
         DeviceCode {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-pub use state::{FaultKind, Faults, Profile};
+pub use state::{FaultKind, Faults, Profile, UnknownProfile};
 
 use crate::fleet::FleetConfig;
 
@@ -107,8 +107,68 @@ pub enum EmulatorError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("--machines must be at least 5 (the documentation's five samples are in every fleet)")]
-    TooFewMachines,
+    #[error("invalid emulator setting: {0}")]
+    Setting(&'static str),
+    #[error("the emulated fleet does not decode: {0}")]
+    Fleet(#[from] crate::decode::DecodeError),
+}
+
+impl EmulatorConfig {
+    /// The longest token lifetime, approval delay and slow response it accepts.
+    const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+    const MAX_APPROVE_AFTER: Duration = Duration::from_secs(900);
+    const MAX_SLOW: Duration = Duration::from_secs(600);
+
+    /// Checks every setting; the message names the flag at fault.
+    pub fn validate(&self) -> Result<(), EmulatorError> {
+        let fleet = FleetConfig {
+            seed: self.seed,
+            machines: self.machines,
+            churn: self.churn,
+            start: self.start,
+        };
+        fleet.validate(self.day).map_err(EmulatorError::Setting)?;
+        let checks: [(bool, &'static str); 8] = [
+            (
+                self.calls_per_minute >= 1,
+                "--calls-per-minute must be at least 1",
+            ),
+            (
+                self.calls_per_hour >= 1,
+                "--calls-per-hour must be at least 1",
+            ),
+            (
+                self.window_scale.is_finite()
+                    && self.window_scale > 0.0
+                    && self.window_scale <= 1000.0,
+                "--window-scale must be a number above 0 and at most 1000",
+            ),
+            (
+                (1..=10_000).contains(&self.page_size),
+                "--page-size must be from 1 to 10000",
+            ),
+            (
+                !self.token_lifetime.is_zero() && self.token_lifetime <= Self::MAX_TOKEN_LIFETIME,
+                "--token-lifetime must be from 1 second to 7 days",
+            ),
+            (
+                self.approve_after <= Self::MAX_APPROVE_AFTER,
+                "--approve-after must be at most 900 seconds (a device code expires then)",
+            ),
+            (
+                self.slow <= Self::MAX_SLOW,
+                "--slow-seconds must be at most 600",
+            ),
+            (
+                self.retention_days.is_none_or(|d| d <= 36_500),
+                "--retention-days must be at most 36500",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(EmulatorError::Setting(message)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A running emulator; dropping it stops the server.
@@ -122,9 +182,7 @@ pub struct Emulator {
 impl Emulator {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        if config.machines < 5 {
-            return Err(EmulatorError::TooFewMachines);
-        }
+        config.validate()?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| EmulatorError::Bind {
@@ -137,7 +195,7 @@ impl Emulator {
                 addr: config.bind,
                 source,
             })?;
-        let shared = Arc::new(state::Shared::new(config));
+        let shared = Arc::new(state::Shared::new(config)?);
         let app = server::router(shared);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -338,19 +338,29 @@ fn throttle(sh: &Shared, claims: &Claims, template: &'static str) -> Option<Dura
     {
         window.pop_front();
     }
-    let in_minute: Vec<Instant> = window
+    // The window is in time order: the calls of the last minute are its tail, and
+    // the call that must age out before the next is allowed is the limit-th from
+    // the end.
+    let in_minute = window
         .iter()
-        .copied()
-        .filter(|t| now.duration_since(*t) <= minute)
-        .collect();
+        .rev()
+        .take_while(|t| now.duration_since(**t) <= minute)
+        .count();
+    let per_minute = sh.config.calls_per_minute.max(1) as usize;
+    let per_hour = sh.config.calls_per_hour.max(1) as usize;
+    let until = |oldest: Option<&Instant>, length: Duration| {
+        oldest.map(|t| {
+            t.checked_add(length)
+                .map_or(length, |end| end.saturating_duration_since(now))
+        })
+    };
     let mut wait = None;
-    if in_minute.len() >= sh.config.calls_per_minute as usize {
-        let oldest = in_minute[in_minute.len() - sh.config.calls_per_minute as usize];
-        wait = Some((oldest + minute).saturating_duration_since(now));
+    if in_minute >= per_minute {
+        wait = until(window.get(window.len() - per_minute), minute);
     }
-    if window.len() >= sh.config.calls_per_hour as usize {
-        let oldest = window[window.len() - sh.config.calls_per_hour as usize];
-        let w = (oldest + hour).saturating_duration_since(now);
+    if window.len() >= per_hour
+        && let Some(w) = until(window.get(window.len() - per_hour), hour)
+    {
         wait = Some(wait.map_or(w, |x: Duration| x.max(w)));
     }
     window.push_back(now);
@@ -383,35 +393,48 @@ fn visibility(
 }
 
 /// The first property name of every path in a filter, for the filterable check.
-fn filter_names(e: &Ast, out: &mut Vec<(String, usize)>, vars: &mut Vec<String>) {
-    match &e.kind {
-        ExprKind::Path(p) => {
-            if !vars.contains(&p[0]) {
-                out.push((p[0].clone(), e.span.start));
+/// Walks with a stack of its own: a filter may hold thousands of `or`s.
+fn filter_names(root: &Ast) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    // Each entry: a node and the lambda variables in scope there.
+    let mut stack: Vec<(&Ast, Vec<&str>)> = vec![(root, Vec::new())];
+    while let Some((e, vars)) = stack.pop() {
+        match &e.kind {
+            ExprKind::Path(p) => {
+                if let Some(first) = p.first()
+                    && !vars.contains(&first.as_str())
+                {
+                    out.push((first.clone(), e.span.start));
+                }
             }
-        }
-        ExprKind::Binary { left, right, .. } => {
-            filter_names(left, out, vars);
-            filter_names(right, out, vars);
-        }
-        ExprKind::Unary { expr, .. } => filter_names(expr, out, vars),
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| filter_names(a, out, vars)),
-        ExprKind::In { expr, list } => {
-            filter_names(expr, out, vars);
-            list.iter().for_each(|a| filter_names(a, out, vars));
-        }
-        ExprKind::Lambda {
-            path, var, body, ..
-        } => {
-            out.push((path[0].clone(), e.span.start));
-            if let (Some(v), Some(b)) = (var, body) {
-                vars.push(v.clone());
-                filter_names(b, out, vars);
-                vars.pop();
+            ExprKind::Binary { left, right, .. } => {
+                stack.push((right, vars.clone()));
+                stack.push((left, vars));
             }
+            ExprKind::Unary { expr, .. } => stack.push((expr, vars)),
+            ExprKind::Call { args, .. } => {
+                stack.extend(args.iter().rev().map(|a| (a, vars.clone())));
+            }
+            ExprKind::In { expr, list } => {
+                stack.extend(list.iter().rev().map(|a| (a, vars.clone())));
+                stack.push((expr, vars));
+            }
+            ExprKind::Lambda {
+                path, var, body, ..
+            } => {
+                if let Some(first) = path.first() {
+                    out.push((first.clone(), e.span.start));
+                }
+                if let (Some(v), Some(b)) = (var, body) {
+                    let mut inner = vars;
+                    inner.push(v.as_str());
+                    stack.push((b, inner));
+                }
+            }
+            ExprKind::Literal(_) | ExprKind::Alias(_) => {}
         }
-        ExprKind::Literal(_) | ExprKind::Alias(_) => {}
     }
+    out
 }
 
 fn odata_error(sh: &Shared, message: impl Into<String>) -> Reply {
@@ -452,9 +475,7 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
         ..
     } = &q;
     if let Some(f) = filter {
-        let mut names = Vec::new();
-        filter_names(&f.expr, &mut names, &mut Vec::new());
-        for (name, _) in names {
+        for (name, _) in filter_names(&f.expr) {
             if !FILTERABLE.iter().any(|p| p.eq_ignore_ascii_case(&name)) {
                 return odata_error(
                     sh,
@@ -463,9 +484,12 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
             }
         }
     }
-    let skip = skip.unwrap_or(0) as usize;
+    let skip = usize::try_from(skip.unwrap_or(0)).unwrap_or(usize::MAX);
     if skip > 0 && sh.lock().roll(FaultKind::MutateBetweenPages) {
-        sh.lock().mutate();
+        let mutated = sh.lock().mutate();
+        if let Err(e) = mutated {
+            return fleet_bug(sh, &e);
+        }
     }
     let (batch, now_micros) = {
         let inner = sh.lock();
@@ -528,7 +552,7 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
         return Reply::error(sh, 404, "ResourceNotFound", "No recent machines found");
     }
     let page_len = top.map_or(sh.config.page_size, |t| t as usize);
-    let end = (skip + page_len).min(ids.len());
+    let end = skip.saturating_add(page_len).min(ids.len());
     let page = ids.get(skip..end).unwrap_or(&[]);
     let more = end < ids.len();
     let mut next_link = None;
@@ -611,6 +635,17 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
     let mut reply = Reply::odata(Value::Null);
     reply.raw = Some(out);
     reply
+}
+
+/// A fleet record the decoder refused: a bug of the emulator, said as such.
+fn fleet_bug(sh: &Shared, e: &crate::decode::DecodeError) -> Reply {
+    tracing::error!("emulated fleet does not decode: {e}");
+    Reply::error(
+        sh,
+        500,
+        "InternalServerError",
+        format!("emulator bug: the fleet does not decode: {e}"),
+    )
 }
 
 fn percent_decoded(seg: &str) -> String {
@@ -747,7 +782,7 @@ fn security_states(sh: &Shared, host: &str, query: Option<&str>) -> Reply {
     let fleet = &inner.view.fleet;
     let total = fleet.machines().len();
     let page = sh.config.page_size.min(1000);
-    let end = (offset + page).min(total);
+    let end = offset.saturating_add(page).min(total);
     let values: Vec<Value> = fleet
         .machines()
         .get(offset..end)
@@ -816,7 +851,17 @@ fn admin(sh: &Shared, method: &Method, path: &[&str], query: Option<&str>, body:
             match days {
                 Ok(d) if d <= 3650 => {
                     let mut inner = sh.lock();
-                    inner.advance(d);
+                    let far = inner.view.fleet.day().saturating_add(d);
+                    if let Err(why) = inner.view.fleet.config().validate(far) {
+                        return Reply::plain(
+                            400,
+                            json!({"error": format!("cannot advance {d} days: {why}")}),
+                        );
+                    }
+                    if let Err(e) = inner.advance(d) {
+                        drop(inner);
+                        return fleet_bug(sh, &e);
+                    }
                     Reply::plain(
                         200,
                         json!({"day": inner.view.fleet.day(), "date": crate::snapshot::format_time(inner.view.fleet.now())}),

@@ -10,21 +10,36 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::EmulatorConfig;
-use crate::decode::MachineDecoder;
+use crate::decode::{DecodeError, MachineDecoder};
 use crate::fleet::{Fleet, FleetConfig, Rng};
 
 /// Which key set machine records carry (contract section 2.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// the 2021 live shape: no merge/exclusion fields, no managedByStatus
-    #[value(name = "2021")]
     P2021,
     /// the 2023 live shape: every key
-    #[value(name = "2023")]
     P2023,
     /// the 2026 capture: no osVersion, no defenderAvStatus
-    #[value(name = "2026")]
     P2026,
+}
+
+/// A profile name that is not 2021, 2023 or 2026.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown schema profile '{0}' (expected 2021, 2023 or 2026)")]
+pub struct UnknownProfile(pub String);
+
+impl std::str::FromStr for Profile {
+    type Err = UnknownProfile;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "2021" => Ok(Profile::P2021),
+            "2023" => Ok(Profile::P2023),
+            "2026" => Ok(Profile::P2026),
+            other => Err(UnknownProfile(other.to_string())),
+        }
+    }
 }
 
 impl Profile {
@@ -168,7 +183,7 @@ pub struct FleetView {
 }
 
 impl FleetView {
-    fn new(fleet: Fleet, profile: Profile) -> Self {
+    fn new(fleet: Fleet, profile: Profile) -> Result<Self, DecodeError> {
         let mut view = FleetView {
             fleet,
             batch: Arc::new(RecordBatch::new_empty(
@@ -177,29 +192,29 @@ impl FleetView {
             index: HashMap::new(),
             json: Vec::new(),
         };
-        view.refresh(profile);
-        view
+        view.refresh(profile)?;
+        Ok(view)
     }
 
-    /// Rebuilds what is derived from the fleet, after it changed in place.
-    fn refresh(&mut self, profile: Profile) {
+    /// Rebuilds what is derived from the fleet, after it changed in place. A record
+    /// the lake's decoder refuses is a bug of the fleet, and stops the emulator rather
+    /// than leaving the machine out of what it serves.
+    fn refresh(&mut self, profile: Profile) -> Result<(), DecodeError> {
         let machines = self.fleet.machines();
         let mut decoder = MachineDecoder::default();
         let mut index = HashMap::with_capacity(machines.len());
         let mut json = Vec::with_capacity(machines.len());
         for (i, m) in machines.iter().enumerate() {
             let record = profiled(self.fleet.machine_record(m), profile);
-            // The fleet's records always have an id; a failure would be a fleet bug,
-            // and the machine is then left out rather than the server stopped.
-            if decoder.push(i, &record).is_ok() {
-                index.insert(m.id().to_string(), i);
-            }
+            decoder.push(i, &record)?;
+            index.insert(m.id().to_string(), i);
             json.push(record.to_string().into_boxed_str());
         }
-        let (batch, _) = decoder.finish();
+        let (batch, _) = decoder.finish()?;
         self.batch = Arc::new(batch);
         self.index = index;
         self.json = json;
+        Ok(())
     }
 
     /// The record of machine `i` in the profile's key set.
@@ -250,7 +265,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: EmulatorConfig) -> Self {
+    pub fn new(config: EmulatorConfig) -> Result<Self, DecodeError> {
         let fleet = Fleet::at_day(
             FleetConfig {
                 seed: config.seed,
@@ -261,7 +276,7 @@ impl Shared {
             config.day,
         );
         let inner = Inner {
-            view: FleetView::new(fleet, config.profile),
+            view: FleetView::new(fleet, config.profile)?,
             tokens: HashMap::new(),
             device_codes: HashMap::new(),
             windows: HashMap::new(),
@@ -270,10 +285,10 @@ impl Shared {
             stats: Stats::default(),
             profile: config.profile,
         };
-        Shared {
+        Ok(Shared {
             config,
             inner: Mutex::new(inner),
-        }
+        })
     }
 
     /// The state, locked. A handler that panicked mid-update cannot leave it torn in a
@@ -290,19 +305,19 @@ impl Shared {
 
 impl Inner {
     /// Moves the fleet on by `days`.
-    pub fn advance(&mut self, days: u32) {
+    pub fn advance(&mut self, days: u32) -> Result<(), DecodeError> {
         for _ in 0..days {
             self.view.fleet.advance();
         }
-        self.view.refresh(self.profile);
+        self.view.refresh(self.profile)
     }
 
     /// Adds and removes machines now (the mutate-between-pages fault).
-    pub fn mutate(&mut self) {
+    pub fn mutate(&mut self) -> Result<(), DecodeError> {
         let salt = self.rng.next_u64();
         let n = (self.view.fleet.machines().len() / 100).max(1);
         self.view.fleet.mutate(n, salt);
-        self.view.refresh(self.profile);
+        self.view.refresh(self.profile)
     }
 
     /// Draws whether a fault of `kind` is served now, and counts it.

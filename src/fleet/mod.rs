@@ -22,6 +22,8 @@ use serde_json::{Map, Value, json};
 
 pub use rng::Rng;
 
+use crate::cancel::{Cancel, Interrupted};
+
 use names::{Class, GROUPS, OSES, Os, TAGS};
 
 /// How the fleet is made.
@@ -46,6 +48,38 @@ impl FleetConfig {
 
     /// The default churn.
     pub const DEFAULT_CHURN: f64 = 0.03;
+
+    /// The most machines a fleet may start with: a large tenant, held in memory.
+    pub const MAX_MACHINES: u64 = 5_000_000;
+
+    /// Checks the settings for a fleet that will be moved on `days` days; the message
+    /// names the flag at fault.
+    pub fn validate(&self, days: u32) -> Result<(), &'static str> {
+        if self.machines < 5 {
+            return Err(
+                "--machines must be at least 5 (the documentation's five samples are in every fleet)",
+            );
+        }
+        if self.machines > Self::MAX_MACHINES {
+            return Err("--machines must be at most 5000000");
+        }
+        if !(0.0..=1.0).contains(&self.churn) {
+            return Err("--churn must be a number from 0 to 1");
+        }
+        // The fleet's clock counts 100 ns ticks in an i64 and its dates are years of
+        // four digits: day 0 and the last day must both stand between 1970 and 9999.
+        let earliest = Utc.timestamp_opt(0, 0).single();
+        let latest = Utc.with_ymd_and_hms(9999, 1, 1, 0, 0, 0).single();
+        let last = self
+            .start
+            .checked_add_signed(Duration::days(i64::from(days)));
+        match (earliest, latest, last) {
+            (Some(e), Some(l), Some(last)) if self.start >= e && last < l => Ok(()),
+            _ => Err(
+                "the fleet's dates, from --start over all its days, must stay between 1970 and 9999",
+            ),
+        }
+    }
 }
 
 const TICKS_PER_SEC: i64 = 10_000_000;
@@ -184,6 +218,20 @@ impl Fleet {
             fleet.advance();
         }
         fleet
+    }
+
+    /// [`at_day`](Self::at_day), stopping between days once `cancel` is set.
+    pub fn at_day_cancellable(
+        config: FleetConfig,
+        day: u32,
+        cancel: &Cancel,
+    ) -> Result<Self, Interrupted> {
+        let mut fleet = Fleet::new(config);
+        while fleet.day < day {
+            cancel.check()?;
+            fleet.advance();
+        }
+        Ok(fleet)
     }
 
     /// The configuration.

@@ -53,7 +53,7 @@ impl Rng {
 
     /// A number in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
+        lo + self.below(hi.saturating_sub(lo).saturating_add(1))
     }
 
     /// True with probability `ppm` in a million.

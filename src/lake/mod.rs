@@ -61,6 +61,19 @@ pub enum LakeError {
     UndeclaredTable { table: Table },
     #[error("snapshot {id} was published by someone else while this writer held the lock")]
     ManifestExists { id: SnapshotId },
+    #[error("corrupt manifest {}: {reason}", path.display())]
+    ManifestCounts { path: PathBuf, reason: String },
+    #[error("the lock {} is not the lock of lake {}", lock.display(), lake.display())]
+    ForeignLock { lake: PathBuf, lock: PathBuf },
+    #[error(
+        "manifest {} has format {found}, newer than the {supported} this mdesnap reads; upgrade mdesnap",
+        path.display()
+    )]
+    ManifestFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> LakeError {
@@ -86,7 +99,28 @@ pub fn create_lake_dir(lake: &Path) -> Result<(), LakeError> {
     }
     builder
         .create(lake)
-        .map_err(|e| io_err("creating lake", lake, e))
+        .map_err(|e| io_err("creating lake", lake, e))?;
+    // The new folder's entry must survive a crash too.
+    match lake.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `lake/relative` and any missing folder on the way, syncing the parent of
+/// each folder made so the new entries survive a crash; returns the full path.
+pub(crate) fn create_dirs_synced(lake: &Path, relative: &Path) -> Result<PathBuf, LakeError> {
+    let mut dir = lake.to_path_buf();
+    for part in relative.components() {
+        let parent = dir.clone();
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => sync_dir(&parent)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(io_err("creating", &dir, e)),
+        }
+    }
+    Ok(dir)
 }
 
 /// Flushes a directory's entries to disk, so a rename or link in it survives a crash.

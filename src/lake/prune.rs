@@ -62,10 +62,14 @@ pub fn prune(lake: &Path, options: &PruneOptions) -> Result<PruneReport, LakeErr
         let now = options.now.unwrap_or_else(Utc::now);
         let n = ids.len();
         for (i, id) in ids.iter().enumerate() {
-            let beyond_keep = options.keep.is_none_or(|k| i + k < n);
-            let too_old = options
-                .older_than
-                .is_none_or(|d| chrono::Duration::from_std(d).is_ok_and(|d| id.time() < now - d));
+            let beyond_keep = options.keep.is_none_or(|k| i.saturating_add(k) < n);
+            // A duration reaching before the calendar's start removes nothing.
+            let too_old = options.older_than.is_none_or(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_sub_signed(d))
+                    .is_some_and(|cutoff| id.time() < cutoff)
+            });
             if beyond_keep && too_old {
                 report.snapshots.push(*id);
             }
@@ -184,25 +188,13 @@ pub(crate) fn find_leftovers(lake: &Path, scan: &LakeScan) -> Result<Vec<PathBuf
 
 /// Text that is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a duration (expected a number and a unit: 90s, 30m, 12h, 30d, 4w)")]
+#[error("'{0}' is not a duration (expected a number and a unit: 90s, 30m, 12h, 30d, 4w, 1y)")]
 pub struct BadDuration(pub String);
 
-/// Reads `--older-than` values: a whole number and one of `s m h d w`.
+/// Reads `--older-than` values: numbers with units (`30d`, `1w 2d`, `12h`), as
+/// `humantime` reads them.
 pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
-    let bad = || BadDuration(s.to_string());
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+    humantime::parse_duration(s.trim()).map_err(|_| BadDuration(s.to_string()))
 }
 
 #[cfg(test)]
@@ -213,7 +205,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        for bad in ["", "d", "30", "30y", "-3d", "99999999999999999999w"] {
+        assert_eq!(parse_duration("1w 2d"), Ok(Duration::from_secs(9 * 86_400)));
+        for bad in ["", "d", "30", "30 parsecs", "-3d", "99999999999999999999w"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{LakeError, io_err};
-use crate::snapshot::{MANIFEST_DIR, Manifest, SnapshotId};
+use crate::snapshot::{MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId};
 
 /// A manifest that could not be read; its snapshot is left out, the others stay usable.
 #[derive(Debug)]
@@ -88,6 +88,21 @@ pub fn scan_lake(lake: &Path) -> Result<LakeScan, LakeError> {
 /// Reads and checks one manifest.
 pub(crate) fn read_manifest(path: &Path, id: SnapshotId) -> Result<Manifest, LakeError> {
     let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
+    // The format first: a newer mdesnap's manifest may not parse as this one's, and
+    // "upgrade" is a better answer than a parse error.
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    if let Ok(Format { format }) = serde_json::from_slice(&bytes)
+        && format > MANIFEST_FORMAT
+    {
+        return Err(LakeError::ManifestFormat {
+            path: path.to_path_buf(),
+            found: format,
+            supported: MANIFEST_FORMAT,
+        });
+    }
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|source| LakeError::CorruptManifest {
             path: path.to_path_buf(),
@@ -105,5 +120,38 @@ pub(crate) fn read_manifest(path: &Path, id: SnapshotId) -> Result<Manifest, Lak
             id: manifest.id,
         });
     }
+    check_counts(&manifest).map_err(|reason| LakeError::ManifestCounts {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     Ok(manifest)
+}
+
+/// The largest row count or file size a manifest may give (2^48): far above any
+/// real file, far below where sums of them could overflow.
+const MAX_COUNT: u64 = 1 << 48;
+
+/// Checks that a manifest's numbers can be true: each table's rows are the sum of its
+/// files', and no count is absurd. The catalog plans with them (`count(*)` is answered
+/// from them), so a hand-edited or damaged manifest is refused here.
+fn check_counts(m: &Manifest) -> Result<(), String> {
+    for (name, entry) in &m.tables {
+        let mut sum = 0u64;
+        for f in &entry.files {
+            if f.rows > MAX_COUNT || f.bytes > MAX_COUNT {
+                return Err(format!("{name}: file {} has impossible counts", f.path));
+            }
+            sum += f.rows;
+        }
+        if sum != entry.rows {
+            return Err(format!(
+                "{name}: {} rows listed, but its files hold {sum}",
+                entry.rows
+            ));
+        }
+    }
+    if m.duplicates_dropped > MAX_COUNT {
+        return Err("duplicates_dropped is impossible".to_string());
+    }
+    Ok(())
 }

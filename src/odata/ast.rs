@@ -188,7 +188,25 @@ impl fmt::Display for Expr {
             ExprKind::Literal(l) => write!(f, "{l}"),
             ExprKind::Path(p) => f.write_str(&p.join("/")),
             ExprKind::Alias(a) => write!(f, "@{a}"),
-            ExprKind::Binary { op, left, right } => write!(f, "({left} {} {right})", op.word()),
+            ExprKind::Binary { .. } => {
+                // A chain `a or b or c` is a tree as deep as it is long (up to the
+                // parser's `MAX_LOGICAL`): walk its left spine in a loop rather than
+                // recursing once per operator.
+                let mut spine = Vec::new();
+                let mut node = self;
+                while let ExprKind::Binary { op, left, right } = &node.kind {
+                    spine.push((*op, right));
+                    node = left;
+                }
+                for _ in 0..spine.len() {
+                    f.write_str("(")?;
+                }
+                write!(f, "{node}")?;
+                for (op, right) in spine.iter().rev() {
+                    write!(f, " {} {right})", op.word())?;
+                }
+                Ok(())
+            }
             ExprKind::Unary {
                 op: UnOp::Not,
                 expr,

@@ -13,8 +13,15 @@ use super::ast::{BinOp, Expr, ExprKind, LambdaKind, Literal, UnOp};
 use super::lexer::{Span, Tok, Token, tokenize};
 use super::{ParseError, ParseErrorKind};
 
-/// How deep expressions may nest before the parser refuses (bounds stack use).
+/// How deep expressions may nest before the parser refuses (bounds stack use):
+/// parentheses, prefix operators, calls and chains of operators other than `and` and
+/// `or` all count (a chain `a eq b eq c` nests as deep as it is long).
 pub const MAX_DEPTH: usize = 200;
+
+/// How many `and`/`or` operators a filter may hold. Their chains are flattened where
+/// the tree is evaluated, but printed and dropped recursively, so they are bounded
+/// too, far above what a request URL holds in practice.
+pub const MAX_LOGICAL: usize = 5_000;
 
 /// Binding power of unary `-` and `not`.
 const PREFIX_BP: u8 = 13;
@@ -89,6 +96,8 @@ pub fn parse_filter(input: &str) -> Result<Expr, ParseError> {
         tokens,
         pos: 0,
         depth: 0,
+        chain: 0,
+        logical: 0,
     };
     if p.peek().tok == Tok::Eof {
         return Err(ParseError::new(0, "an expression", "end of input"));
@@ -104,7 +113,13 @@ pub fn parse_filter(input: &str) -> Result<Expr, ParseError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Levels of `expr_bp` recursion.
     depth: usize,
+    /// Operators other than `and`/`or` chained at the levels now open: each adds one
+    /// level to the tree, so depth plus chain bounds it (conservatively).
+    chain: usize,
+    /// `and`/`or` operators so far.
+    logical: usize,
 }
 
 impl Parser {
@@ -147,13 +162,14 @@ impl Parser {
     /// `min_bp`.
     fn expr_bp(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth + self.chain > MAX_DEPTH {
             return Err(ParseError {
                 offset: self.peek().span.start,
                 kind: ParseErrorKind::TooDeep { limit: MAX_DEPTH },
             });
         }
         let mut left = self.prefix()?;
+        let mut level_chain = 0;
         loop {
             let t = self.peek();
             let Tok::Name(word) = &t.tok else { break };
@@ -164,6 +180,25 @@ impl Parser {
             };
             if lbp < min_bp {
                 break;
+            }
+            let at = t.span.start;
+            if matches!(op, InfixOp::Bin(BinOp::And | BinOp::Or)) {
+                self.logical += 1;
+                if self.logical > MAX_LOGICAL {
+                    return Err(ParseError {
+                        offset: at,
+                        kind: ParseErrorKind::TooManyTerms { limit: MAX_LOGICAL },
+                    });
+                }
+            } else {
+                level_chain += 1;
+                self.chain += 1;
+                if self.depth + self.chain > MAX_DEPTH {
+                    return Err(ParseError {
+                        offset: at,
+                        kind: ParseErrorKind::TooDeep { limit: MAX_DEPTH },
+                    });
+                }
             }
             self.bump();
             left = match op {
@@ -185,6 +220,7 @@ impl Parser {
                 InfixOp::In => self.in_list(left)?,
             };
         }
+        self.chain -= level_chain;
         self.depth -= 1;
         Ok(left)
     }

@@ -165,7 +165,7 @@ pub struct ODataQuery {
 /// Whether `text` looks like an OData request rather than SQL: an entity set name,
 /// optionally behind `/api/`, then `?` or the end.
 pub fn looks_like_odata(text: &str) -> bool {
-    let t = text.trim();
+    let t = trim_text(text).trim_end();
     let t = strip_prefix(t).0;
     let name_end = t.find('?').unwrap_or(t.len());
     let name = &t[..name_end];
@@ -177,11 +177,20 @@ pub fn looks_like_odata(text: &str) -> bool {
                 .any(|tb| entity_set_matches(name, *tb).is_some()))
 }
 
+/// `text` without leading whitespace and byte order marks (a `.sql` or `.txt` file
+/// saved by some editors starts with U+FEFF, which `trim` keeps).
+pub fn trim_text(text: &str) -> &str {
+    text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+}
+
 fn strip_prefix(t: &str) -> (&str, usize) {
     let mut rest = t;
     let mut cut = 0;
     for p in ["/", "api/", "v1.0/"] {
-        if rest.len() >= p.len() && rest[..p.len()].eq_ignore_ascii_case(p) {
+        // `get` and not `[..]`: the text may start with a character of several bytes.
+        if let Some(head) = rest.get(..p.len())
+            && head.eq_ignore_ascii_case(p)
+        {
             rest = &rest[p.len()..];
             cut += p.len();
         }
@@ -201,8 +210,8 @@ fn entity_set_matches(name: &str, table: crate::schema::Table) -> Option<bool> {
 
 /// Reads a request. Offsets in errors are bytes of `text` as given.
 pub fn parse_query(text: &str) -> Result<ODataQuery, QueryError> {
-    let lead = text.len() - text.trim_start().len();
-    let trimmed = text.trim();
+    let lead = text.len() - trim_text(text).len();
+    let trimmed = trim_text(text).trim_end();
     let (rest, cut) = strip_prefix(trimmed);
     let base = lead + cut;
     let (path, query) = match rest.find('?') {
@@ -452,16 +461,14 @@ fn order_keys(value: &str, offsets: &[usize]) -> Result<Vec<OrderKey>, QueryErro
     Ok(keys)
 }
 
+/// `text` without a trailing ` word` (any case), if it ends so.
 fn strip_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
-    let n = text.len();
-    if n > word.len()
-        && text[n - word.len()..].eq_ignore_ascii_case(word)
-        && text.as_bytes()[n - word.len() - 1].is_ascii_whitespace()
-    {
-        Some(&text[..n - word.len() - 1])
-    } else {
-        None
-    }
+    // The cut points are found by `get`, so a name of several-byte characters
+    // (`nämé`) simply does not end with the word.
+    let cut = text.len().checked_sub(word.len())?;
+    let (body, tail) = (text.get(..cut)?, text.get(cut..)?);
+    let body = body.strip_suffix(|c: char| c.is_ascii_whitespace())?;
+    tail.eq_ignore_ascii_case(word).then_some(body)
 }
 
 /// URL-decodes a query component (`+` is a space, `%XX` a byte) and maps each byte of

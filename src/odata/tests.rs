@@ -174,9 +174,26 @@ fn too_deep_is_an_error_not_a_stack_overflow() {
     );
     let nots = format!("{}true", "not ".repeat(100_000));
     assert!(matches!(error(&nots).1, ParseErrorKind::TooDeep { .. }));
-    // Long flat chains are fine: they do not nest.
+    // Long `or` chains are fine up to the limit, and print without recursing once per
+    // operator (this test thread has the default 2 MiB stack).
     let chain = vec!["a eq 1"; 5_000].join(" or ");
-    assert!(parse_filter(&chain).is_ok());
+    let e = parse_filter(&chain).expect("4,999 ors parse");
+    assert_eq!(e.to_string().matches(" or ").count(), 4_999);
+    let (at, kind) = error(&format!("{chain} or b or c"));
+    assert_eq!(
+        kind,
+        ParseErrorKind::TooManyTerms {
+            limit: super::parser::MAX_LOGICAL
+        }
+    );
+    assert_eq!(at, chain.len() + " or b ".len(), "at the 5,001st 'or'");
+    // Other operators chain as deep as they are long, and are bounded like nesting.
+    let eqs = format!("1{}", " eq 1".repeat(13_000));
+    let (at, kind) = error(&eqs);
+    assert!(matches!(kind, ParseErrorKind::TooDeep { .. }), "{kind:?}");
+    assert!(at < 1_200, "refused early, at byte {at}");
+    let adds = format!("x{} gt 0", " add 1".repeat(150));
+    assert!(parse_filter(&adds).is_ok(), "a chain within the limit parses");
 }
 
 #[test]
@@ -308,3 +325,4 @@ fn random_inputs_never_panic() {
         "only {parsed} of {total} random inputs parsed"
     );
 }
+

@@ -307,7 +307,8 @@ impl Translator<'_> {
             ExprKind::Unary { op, expr } => {
                 let (x, ty) = self.expr(expr)?;
                 match (op, &ty) {
-                    (UnOp::Not, Ty::Bool | Ty::Null) => Ok((!x, Ty::Bool)),
+                    (UnOp::Not, Ty::Bool) => Ok((!x, Ty::Bool)),
+                    (UnOp::Not, Ty::Null) => Ok((lit(ScalarValue::Boolean(None)), Ty::Bool)),
                     (UnOp::Neg, Ty::Int | Ty::Num | Ty::Duration) => Ok((-x, ty)),
                     (UnOp::Not, _) => Err(mismatch("not", &ty, &Ty::Bool, e.span)),
                     (UnOp::Neg, _) => Err(mismatch("-", &ty, &Ty::Num, e.span)),
@@ -340,9 +341,12 @@ impl Translator<'_> {
         let mut out: Option<Expr> = None;
         for operand in operands {
             let (x, ty) = self.expr(operand)?;
-            if !matches!(ty, Ty::Bool | Ty::Null) {
-                return Err(mismatch(op.word(), &ty, &Ty::Bool, operand.span));
-            }
+            let x = match ty {
+                Ty::Bool => x,
+                // A boolean null: `and`/`or` on an untyped null fails to evaluate.
+                Ty::Null => lit(ScalarValue::Boolean(None)),
+                _ => return Err(mismatch(op.word(), &ty, &Ty::Bool, operand.span)),
+            };
             out = Some(match out {
                 None => x,
                 Some(acc) if op == BinOp::And => acc.and(x),
@@ -485,7 +489,11 @@ impl Translator<'_> {
                     expected: &'static str|
          -> Result<Expr, TranslateError> {
             let (e, t) = &typed[i];
-            if ok(t) || *t == Ty::Null {
+            if *t == Ty::Null {
+                // A null of the type the function takes: DataFusion's functions do
+                // not all accept an untyped null, and lambda bodies are not coerced.
+                Ok(typed_null(expected))
+            } else if ok(t) {
                 Ok(e.clone())
             } else {
                 Err(err(
@@ -751,6 +759,17 @@ impl Translator<'_> {
     }
 }
 
+/// A null of the type an argument description names.
+fn typed_null(expected: &str) -> Expr {
+    let value = match expected {
+        "a string" => ScalarValue::Utf8(None),
+        "a number" => ScalarValue::Float64(None),
+        "an integer" => ScalarValue::Int64(None),
+        _ => ScalarValue::TimestampMicrosecond(None, Some(UTC.into())),
+    };
+    lit(value)
+}
+
 fn unreachable_logical(span: Span) -> Result<Typed, TranslateError> {
     Err(unsupported(span, "this logical operator"))
 }
@@ -989,7 +1008,21 @@ impl ScalarUDFImpl for LambdaUdf {
                 let values = list.values();
                 let batch = RecordBatch::try_new(Arc::clone(schema), vec![Arc::clone(values)])?;
                 let out = expr.evaluate(&batch)?.into_array(values.len())?;
-                Some(out.as_boolean().clone())
+                // A body of null type (`any(t: null)`) evaluates to a null array: no
+                // element matches.
+                match out.as_boolean_opt() {
+                    Some(b) => Some(b.clone()),
+                    None if out.data_type() == &DataType::Null => {
+                        Some(BooleanArray::new_null(values.len()))
+                    }
+                    None => {
+                        return datafusion::common::exec_err!(
+                            "{} body gave {}, not a boolean",
+                            self.key,
+                            out.data_type()
+                        );
+                    }
+                }
             }
         };
         let mut result = BooleanBuilder::with_capacity(list.len());
