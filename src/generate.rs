@@ -4,13 +4,15 @@
 //! the fleet's clock, never the wall clock.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::cancel::Cancel;
 use crate::decode::{MachineDecoder, PairBuilder, SecurityStateDecoder};
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, FleetConfig};
-use crate::lake::{SnapshotWriter, WriterOptions, scan_lake};
+use crate::lake::{LakeLock, SnapshotWriter, WriterOptions, create_lake_dir, scan_lake};
 use crate::schema::Table;
 use crate::snapshot::{GeneratorInfo, Manifest, format_time, parse_time};
 
@@ -32,21 +34,40 @@ pub struct GenerateOptions {
     pub start: Option<DateTime<Utc>>,
     pub append: bool,
     pub wait: bool,
+    /// Checked between machines and days: once set, the snapshot being written is
+    /// dropped (nothing of it stays) and `generate` returns [`Error::Interrupted`].
+    pub cancel: Cancel,
 }
 
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            seed: 42,
+            machines: 1000,
+            days: 7,
+            churn: FleetConfig::DEFAULT_CHURN,
+            start: None,
+            append: false,
+            wait: false,
+            cancel: Cancel::new(),
+        }
+    }
+}
+
+/// The most snapshots one run writes (a century of days).
+pub const MAX_DAYS: u32 = 36_500;
+
 /// Writes the snapshots; `progress` hears of each one committed.
+///
+/// The lake's lock is held for the whole run, so the "lake is empty" check and every
+/// commit see the same lake.
 pub fn generate(
     lake: &Path,
     options: &GenerateOptions,
     mut progress: impl FnMut(&Manifest),
 ) -> Result<Vec<Manifest>> {
-    if options.machines < 5 {
-        return Err(Error::Generator(
-            "--machines must be at least 5 (the documentation's five samples are in every fleet)",
-        ));
-    }
-    if !(0.0..=1.0).contains(&options.churn) || options.churn.is_nan() {
-        return Err(Error::Generator("--churn must be between 0 and 1"));
+    if options.days > MAX_DAYS {
+        return Err(Error::Generator("--days must be at most 36500"));
     }
     let mut config = FleetConfig {
         seed: options.seed,
@@ -54,39 +75,47 @@ pub fn generate(
         churn: options.churn,
         start: options.start.unwrap_or_else(FleetConfig::default_start),
     };
+    config.validate(options.days).map_err(Error::Generator)?;
+    create_lake_dir(lake)?;
+    let lock = Arc::new(LakeLock::acquire(lake, options.wait)?);
+    let scan = scan_lake(lake)?;
+    let count = scan.snapshots.len() + scan.broken.len();
+    if count > 0 && !options.append {
+        return Err(Error::LakeNotEmpty {
+            lake: lake.to_path_buf(),
+            count,
+        });
+    }
     let mut first_day = 0u32;
-    if lake.is_dir() {
-        let scan = scan_lake(lake)?;
-        let count = scan.snapshots.len() + scan.broken.len();
-        if count > 0 && !options.append {
-            return Err(Error::LakeNotEmpty {
-                lake: lake.to_path_buf(),
-                count,
-            });
-        }
-        if options.start.is_none()
-            && let Some(latest) = scan.snapshots.last()
-        {
-            match continuation(latest, &config) {
-                Some((start, day)) => {
-                    config.start = start;
-                    first_day = day;
-                }
-                None => {
-                    // Not this fleet: a new one, starting the day after the latest.
-                    let t = latest.snapshot_id().map(|id| id.time()).ok();
-                    config.start = t.map_or(config.start, |t| t + Duration::days(1));
-                }
+    if options.start.is_none()
+        && let Some(latest) = scan.snapshots.last()
+    {
+        match continuation(latest, &config) {
+            Some((start, day)) => {
+                config.start = start;
+                first_day = day;
+            }
+            None => {
+                // Not this fleet: a new one, starting the day after the latest.
+                let t = latest.snapshot_id().map(|id| id.time()).ok();
+                config.start = t
+                    .and_then(|t| t.checked_add_signed(Duration::days(1)))
+                    .unwrap_or(config.start);
             }
         }
+        config
+            .validate(first_day.saturating_add(options.days))
+            .map_err(Error::Generator)?;
     }
-    let mut fleet = Fleet::at_day(config.clone(), first_day);
+    let cancel = &options.cancel;
+    let mut fleet = Fleet::at_day_cancellable(config.clone(), first_day, cancel)?;
     let mut written = Vec::with_capacity(options.days as usize);
     for i in 0..options.days {
+        cancel.check()?;
         if i > 0 {
             fleet.advance();
         }
-        let manifest = write_day(lake, &fleet, options.wait)?;
+        let manifest = write_day(lake, &lock, &fleet, cancel)?;
         progress(&manifest);
         written.push(manifest);
     }
@@ -98,15 +127,19 @@ pub fn generate(
 fn continuation(latest: &Manifest, config: &FleetConfig) -> Option<(DateTime<Utc>, u32)> {
     let g = latest.generator.as_ref()?;
     let same = g.seed == config.seed && g.machines == config.machines && g.churn == config.churn;
-    same.then(|| Some((parse_time(&g.start).ok()?, g.day + 1)))?
+    same.then(|| Some((parse_time(&g.start).ok()?, g.day.checked_add(1)?)))?
 }
 
-/// Writes the fleet's current day as one snapshot.
-pub fn write_day(lake: &Path, fleet: &Fleet, wait: bool) -> Result<Manifest> {
+/// Writes the fleet's current day as one snapshot, under the lake's `lock`.
+pub fn write_day(
+    lake: &Path,
+    lock: &Arc<LakeLock>,
+    fleet: &Fleet,
+    cancel: &Cancel,
+) -> Result<Manifest> {
     let config = fleet.config();
     let mut options = WriterOptions::new(fleet.now(), "generate", &Table::ALL);
     options.finished_at = Some(fleet.now());
-    options.wait = wait;
     options.generator = Some(GeneratorInfo {
         seed: config.seed,
         machines: config.machines,
@@ -114,7 +147,7 @@ pub fn write_day(lake: &Path, fleet: &Fleet, wait: bool) -> Result<Manifest> {
         start: format_time(config.start),
         day: fleet.day(),
     });
-    let mut writer = SnapshotWriter::create(lake, options)?;
+    let mut writer = SnapshotWriter::create_locked(lake, lock, options)?;
 
     let mut machines = MachineDecoder::default();
     let mut states = SecurityStateDecoder::default();
@@ -122,33 +155,36 @@ pub fn write_day(lake: &Path, fleet: &Fleet, wait: bool) -> Result<Manifest> {
         machines.push(i, &fleet.machine_record(m))?;
         states.push(i, &fleet.security_state_record(m))?;
         if machines.len() >= CHUNK {
-            let (mb, ib) = machines.finish();
+            cancel.check()?;
+            let (mb, ib) = machines.finish()?;
             writer.append(Table::Machines, &mb)?;
             writer.append(Table::IpAddresses, &ib)?;
-            writer.append(Table::SecurityStates, &states.finish())?;
+            writer.append(Table::SecurityStates, &states.finish()?)?;
         }
     }
-    let (mb, ib) = machines.finish();
+    let (mb, ib) = machines.finish()?;
     writer.append(Table::Machines, &mb)?;
     writer.append(Table::IpAddresses, &ib)?;
-    writer.append(Table::SecurityStates, &states.finish())?;
+    writer.append(Table::SecurityStates, &states.finish()?)?;
 
     let mut users = PairBuilder::new(Table::UserMachines);
     for (user, id) in fleet.user_pairs() {
         users.push(&user, id);
         if users.len() >= CHUNK {
-            writer.append(Table::UserMachines, &users.finish())?;
+            writer.append(Table::UserMachines, &users.finish()?)?;
         }
     }
-    writer.append(Table::UserMachines, &users.finish())?;
+    writer.append(Table::UserMachines, &users.finish()?)?;
 
     let mut domains = PairBuilder::new(Table::DomainMachines);
     for (domain, id) in fleet.domain_pairs(DOMAIN_CAP) {
         domains.push(&domain, id);
         if domains.len() >= CHUNK {
-            writer.append(Table::DomainMachines, &domains.finish())?;
+            writer.append(Table::DomainMachines, &domains.finish()?)?;
         }
     }
-    writer.append(Table::DomainMachines, &domains.finish())?;
+    writer.append(Table::DomainMachines, &domains.finish()?)?;
+    // The last moment to stop: after the commit the snapshot is whole and stays.
+    cancel.check()?;
     Ok(writer.commit()?)
 }

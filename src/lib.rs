@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod cancel;
 pub mod catalog;
 pub mod decode;
 pub mod emulator;
@@ -33,6 +34,22 @@ pub mod output;
 pub mod schema;
 pub mod snapshot;
 
+/// Stack size of the threads [`runtime`] makes. DataFusion plans and drops SQL
+/// expressions recursively, so a `WHERE` of thousands of `OR`s needs a deep stack;
+/// the memory is reserved, not used, until a query needs it.
+pub const THREAD_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// The multi-threaded tokio runtime the `mdesnap` command runs on, with
+/// [`THREAD_STACK_BYTES`] stacks. Run work on it with `spawn` (the thread calling
+/// `block_on` keeps its own, smaller stack).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()
+}
+
+pub use cancel::Cancel;
 pub use engine::{Engine, Names, ODataResponse};
 pub use error::{Error, Result};
 pub use schema::Table;

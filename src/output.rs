@@ -9,17 +9,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use arrow::util::display::FormatOptions;
 use arrow_json::writer::{EncoderOptions, make_encoder};
+use datafusion::config::TableParquetOptions;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
 
 /// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// aligned text table, NULL shown as NULL
     Table,
@@ -30,8 +32,43 @@ pub enum Format {
     /// one JSON object per line
     Ndjson,
     /// the API's envelope: {"@odata.context": ..., "value": [...]}
-    #[value(name = "odata-json")]
     ODataJson,
+}
+
+impl Format {
+    /// Every format with its name, as `--format` and `\format` take them.
+    pub const ALL: [(Format, &'static str); 5] = [
+        (Format::Table, "table"),
+        (Format::Csv, "csv"),
+        (Format::Json, "json"),
+        (Format::Ndjson, "ndjson"),
+        (Format::ODataJson, "odata-json"),
+    ];
+
+    /// The format's name.
+    pub fn name(self) -> &'static str {
+        Format::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("table", |(_, n)| n)
+    }
+}
+
+/// A format name that is none of [`Format::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format '{0}' (expected table, csv, json, ndjson or odata-json)")]
+pub struct UnknownFormat(pub String);
+
+impl std::str::FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s.trim()))
+            .map(|(f, _)| *f)
+            .ok_or_else(|| UnknownFormat(s.to_string()))
+    }
 }
 
 /// `strftime` form of timestamps in csv and json: RFC 3339 with `Z`.
@@ -59,13 +96,16 @@ pub enum FileFormat {
     Text(Format),
 }
 
-/// The envelope of `odata-json` output.
+/// How the result of an OData request is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// The `@odata.context` URL.
+    /// The `@odata.context` URL of `odata-json`.
     pub context: String,
-    /// `@odata.count`, when asked for.
+    /// `@odata.count` of `odata-json`, when asked for.
     pub count: Option<u64>,
+    /// Write JSON records as the service does (`extra` folded back in, times trimmed
+    /// at microseconds: [`crate::odata::shape::api_records`]); off for `--sql-names`.
+    pub api_records: bool,
 }
 
 /// Writes every batch of `stream` to `out` in `format`; returns the rows written.
@@ -73,7 +113,7 @@ pub async fn write_stream(
     mut stream: SendableRecordBatchStream,
     format: Format,
     envelope: Option<&Envelope>,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<u64> {
     let schema = stream.schema();
     let mut rows = 0u64;
@@ -111,16 +151,14 @@ pub async fn write_stream(
                 writer.write(&nested_as_json(&RecordBatch::new_empty(schema))?)?;
             }
         }
+        Format::Json | Format::Ndjson | Format::ODataJson
+            if envelope.is_some_and(|e| e.api_records) =>
+        {
+            rows = write_api_records(&mut stream, format, envelope, out).await?;
+        }
         Format::Json | Format::ODataJson => {
             if let (Format::ODataJson, Some(env)) = (format, envelope) {
-                let mut head = serde_json::Map::new();
-                head.insert("@odata.context".into(), env.context.clone().into());
-                if let Some(c) = env.count {
-                    head.insert("@odata.count".into(), c.into());
-                }
-                let head = serde_json::Value::Object(head).to_string();
-                // `{"@odata.context":...,` then the value array, then `}`.
-                write!(out, "{},\"value\":", &head[..head.len() - 1]).map_err(Error::Output)?;
+                write!(out, "{}", odata_head(env)).map_err(Error::Output)?;
             }
             let mut writer = arrow_json::WriterBuilder::new()
                 .with_explicit_nulls(true)
@@ -155,84 +193,184 @@ pub async fn write_stream(
     Ok(rows)
 }
 
-/// Writes `stream` to `path` in the format its extension names; returns the rows.
-pub async fn write_file(stream: SendableRecordBatchStream, path: &Path) -> Result<u64> {
-    let format = format_for_path(path)?;
-    let tmp = temp_beside(path);
-    let result = write_file_to(stream, format, &tmp).await;
-    match result {
-        Ok(rows) => {
-            std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-                op: "renaming",
-                path: tmp.clone(),
-                source,
-            })?;
-            Ok(rows)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+/// The `{"@odata.context":...,"@odata.count":...,` head of an `odata-json` document,
+/// up to and including `"value":`.
+fn odata_head(env: &Envelope) -> String {
+    let mut head = serde_json::Map::new();
+    head.insert("@odata.context".into(), env.context.clone().into());
+    if let Some(c) = env.count {
+        head.insert("@odata.count".into(), c.into());
     }
+    let head = serde_json::Value::Object(head).to_string();
+    format!("{},\"value\":", head.trim_end_matches('}'))
 }
 
-async fn write_file_to(
-    mut stream: SendableRecordBatchStream,
-    format: FileFormat,
-    tmp: &Path,
+/// JSON formats of an OData result, record by record as the service writes them.
+async fn write_api_records(
+    stream: &mut SendableRecordBatchStream,
+    format: Format,
+    envelope: Option<&Envelope>,
+    out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let file = std::fs::File::create(tmp).map_err(|source| Error::Io {
-        op: "creating",
-        path: tmp.to_path_buf(),
-        source,
-    })?;
-    let rows = match format {
-        FileFormat::Parquet => {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-                .build();
-            let mut writer =
-                parquet::arrow::ArrowWriter::try_new(file, stream.schema(), Some(props)).map_err(
-                    |e| Error::WriteParquet {
-                        path: tmp.to_path_buf(),
-                        source: e,
-                    },
-                )?;
-            let mut rows = 0u64;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(|e| Error::WriteParquet {
-                    path: tmp.to_path_buf(),
-                    source: e,
-                })?;
+    let array = format != Format::Ndjson;
+    if let (Format::ODataJson, Some(env)) = (format, envelope) {
+        write!(out, "{}", odata_head(env)).map_err(Error::Output)?;
+    }
+    if array {
+        write!(out, "[").map_err(Error::Output)?;
+    }
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        for record in crate::odata::shape::api_records(&batch?)? {
+            if array && rows > 0 {
+                write!(out, ",").map_err(Error::Output)?;
             }
-            let file = writer.into_inner().map_err(|e| Error::WriteParquet {
-                path: tmp.to_path_buf(),
-                source: e,
-            })?;
-            file.sync_all().map_err(Error::Output)?;
-            rows
+            serde_json::to_writer(&mut *out, &record)
+                .map_err(|e| Error::Output(std::io::Error::other(e)))?;
+            if !array {
+                writeln!(out).map_err(Error::Output)?;
+            }
+            rows += 1;
         }
-        FileFormat::Text(f) => {
-            let mut buffered = std::io::BufWriter::new(file);
-            let rows = write_stream(stream, f, None, &mut buffered).await?;
-            let file = buffered
-                .into_inner()
-                .map_err(|e| Error::Output(e.into_error()))?;
-            file.sync_all().map_err(Error::Output)?;
-            rows
+    }
+    if array {
+        write!(out, "]").map_err(Error::Output)?;
+        if format == Format::ODataJson && envelope.is_some() {
+            write!(out, "}}").map_err(Error::Output)?;
         }
-    };
+        writeln!(out).map_err(Error::Output)?;
+    }
     Ok(rows)
 }
 
-fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()))
+/// Writes the result of `df` to `path` in the format its extension names; returns the
+/// rows. Parquet goes through DataFusion's own writer; the text formats through
+/// [`write_stream`], as on stdout. The file is written under a temporary name beside
+/// `path`, synced, then renamed: a failed or interrupted query (the future dropped)
+/// leaves neither half a file nor the temporary one.
+pub async fn write_file(df: DataFrame, path: &Path) -> Result<u64> {
+    let format = format_for_path(path)?;
+    let mut tmp = TempBeside::new(path);
+    let rows = match format {
+        FileFormat::Parquet => {
+            let mut options = TableParquetOptions::default();
+            options.global.compression = Some("zstd(3)".to_string());
+            let written = df
+                .write_parquet(
+                    &tmp.path.to_string_lossy(),
+                    DataFrameWriteOptions::new().with_single_file_output(true),
+                    Some(options),
+                )
+                .await
+                .map_err(|source| Error::WriteOutput {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                })?;
+            let rows = written
+                .first()
+                .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
+                .map_or(0, |c| c.iter().flatten().sum());
+            let file = std::fs::File::open(&tmp.path).map_err(|source| Error::Io {
+                op: "opening",
+                path: tmp.path.clone(),
+                source,
+            })?;
+            file.sync_all().map_err(|source| Error::Io {
+                op: "syncing",
+                path: tmp.path.clone(),
+                source,
+            })?;
+            rows
+        }
+        FileFormat::Text(f) => {
+            let file = std::fs::File::create(&tmp.path).map_err(|source| Error::Io {
+                op: "creating",
+                path: tmp.path.clone(),
+                source,
+            })?;
+            let mut buffered = std::io::BufWriter::new(file);
+            let stream = df.execute_stream().await?;
+            let rows = write_stream(stream, f, None, &mut buffered)
+                .await
+                .map_err(|e| match e {
+                    Error::Output(source) => Error::Io {
+                        op: "writing",
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    other => other,
+                })?;
+            let file = buffered.into_inner().map_err(|e| Error::Io {
+                op: "writing",
+                path: path.to_path_buf(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(|source| Error::Io {
+                op: "syncing",
+                path: tmp.path.clone(),
+                source,
+            })?;
+            rows
+        }
+    };
+    tmp.persist(path)?;
+    Ok(rows)
+}
+
+/// A temporary file beside its target, removed when dropped unless persisted.
+struct TempBeside {
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl TempBeside {
+    fn new(target: &Path) -> Self {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        TempBeside {
+            path: target.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4())),
+            persisted: false,
+        }
+    }
+
+    /// Renames the file to `target`.
+    fn persist(&mut self, target: &Path) -> Result<()> {
+        std::fs::rename(&self.path, target).map_err(|source| Error::Io {
+            op: "renaming",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempBeside {
+    fn drop(&mut self) {
+        if self.persisted {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.path);
+        // The object store's local writer stages parts as `<name>#<n>` beside it.
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let staged = format!("{}#", name.to_string_lossy());
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&staged) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
 }
 
 /// The batch with every list, struct or map column replaced by its JSON text, for csv.

@@ -4,10 +4,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use mdesnap::Cancel;
+use mdesnap::emulator::Profile;
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, parse_duration, prune, scan_lake};
@@ -35,6 +38,16 @@ struct Cli {
     command: Command,
 }
 
+/// `--format`: the names of [`Format::ALL`], shown in `--help`.
+fn format_parser() -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(Format::ALL.map(|(_, name)| name)).try_map(|s| s.parse::<Format>())
+}
+
+/// `--schema-profile`: 2021, 2023 or 2026.
+fn profile_parser() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new(["2021", "2023", "2026"]).try_map(|s| s.parse::<Profile>())
+}
+
 #[derive(Debug, Args)]
 struct LakeArg {
     /// The lake folder
@@ -44,9 +57,11 @@ struct LakeArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one SQL statement over a lake and print the result or write it to a file
+    /// Run one SQL statement or OData request over a lake; print the result or write it to a file
     #[command(
-        long_about = "Run one SQL statement (DataFusion's dialect) over a lake.\n\n\
+        long_about = "Run one SQL statement (DataFusion's dialect) or one OData request (the relative URL \
+the Defender API would be called with, like 'machines?$filter=riskScore eq 'High'&$top=10') over a \
+lake, and print the result or write it to a file (--output). See docs/odata.md.\n\n\
 Tables: machines, ip_addresses, security_states, user_machines, domain_machines (the latest \
 snapshot, or the last one at or before --as-of), each also as <table>_history across every \
 snapshot with a `snapshot` column, and `snapshots` (one row per snapshot).\n\n\
@@ -106,42 +121,45 @@ struct EmulateArgs {
     /// An emulated user for device-code sign-in and the device groups it sees: NAME=GROUP_ID[,GROUP_ID...] (repeatable)
     #[arg(long = "user", value_name = "NAME=GROUP_ID,...")]
     users: Vec<String>,
-    /// Seconds after which a device-code sign-in is approved
+    /// Seconds after which a device-code sign-in is approved (at most 900)
     #[arg(long, default_value_t = 5.0)]
     approve_after: f64,
-    /// Lifetime of issued tokens, seconds
-    #[arg(long, default_value_t = 3599)]
+    /// Lifetime of issued tokens, seconds (1 to 604800)
+    #[arg(long, default_value_t = 3599, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     token_lifetime: u64,
-    /// Machines on day 0 of the fleet
-    #[arg(long, default_value_t = 1000)]
+    /// Machines on day 0 of the fleet (5 to 5000000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(5..=5_000_000))]
     machines: u64,
     /// Seed of the fleet
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The fleet's day served at start (day d of the emulator is snapshot d of generate)
-    #[arg(long, default_value_t = 0)]
+    /// Day 0 of the fleet (RFC 3339, a date, or a snapshot id) [default: 2026-01-01T07:00:00Z]; the same as generate's --start
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// The fleet's day served at start (day d of the emulator is snapshot d of generate; at most 36500)
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=36_500))]
     day: u32,
-    /// Share of machines that change in a day
+    /// Share of machines that change in a day (0 to 1)
     #[arg(long, default_value_t = mdesnap::fleet::FleetConfig::DEFAULT_CHURN)]
     churn: f64,
     /// Key set of machine records
-    #[arg(long, value_enum, default_value = "2023")]
-    schema_profile: mdesnap::emulator::Profile,
-    /// Calls per minute per client and route before 429
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value = "2023", value_parser = profile_parser())]
+    schema_profile: Profile,
+    /// Calls per minute per client and route before 429 (at least 1)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     calls_per_minute: u32,
-    /// Calls per hour per client and route before 429
-    #[arg(long, default_value_t = 1500)]
+    /// Calls per hour per client and route before 429 (at least 1)
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..))]
     calls_per_hour: u32,
-    /// Multiply the throttling windows (0.01 makes a minute 0.6 s), for tests
+    /// Multiply the throttling windows (0.01 makes a minute 0.6 s), for tests; above 0, at most 1000
     #[arg(long, default_value_t = 1.0)]
     window_scale: f64,
     /// Hide machines last seen more than DAYS before the fleet's day
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=36_500))]
     retention_days: Option<u32>,
-    /// Machines per page when $top is absent
-    #[arg(long, default_value_t = 10_000)]
-    page_size: usize,
+    /// Machines per page when $top is absent (1 to 10000)
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    page_size: u64,
     /// Answer 404 for an unknown user, as the WDATP-era documentation says
     #[arg(long)]
     legacy_user_404: bool,
@@ -151,7 +169,7 @@ struct EmulateArgs {
     /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, buggy_next_link, mutate_between_pages); repeatable
     #[arg(long = "fault", value_name = "KIND=RATE")]
     faults: Vec<String>,
-    /// How long a slow response takes, seconds
+    /// How long a slow response takes, seconds (at most 600)
     #[arg(long, default_value_t = 2.0)]
     slow_seconds: f64,
 }
@@ -167,7 +185,8 @@ error, exit 2 with the message, the input and a caret under the byte at fault.\n
 Example:\n  mdesnap odata parse \"riskScore eq 'High' and not (osBuild add 1 gt 100)\""
     )]
     Parse {
-        /// The filter text
+        /// The filter text (it may start with '-': `mdesnap odata parse '-X lt 0'`)
+        #[arg(allow_hyphen_values = true)]
         filter: String,
     },
 }
@@ -180,7 +199,7 @@ struct QueryArgs {
     #[arg(long, value_name = "TIME")]
     as_of: Option<String>,
     /// Output format on stdout
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, default_value = "table", value_parser = format_parser())]
     format: Format,
     /// Write the result to FILE instead (.parquet, .csv, .json or .ndjson, by extension)
     #[arg(long, short, value_name = "FILE")]
@@ -199,7 +218,7 @@ enum SnapshotsCommand {
         #[command(flatten)]
         lake: LakeArg,
         /// Output format
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table", value_parser = format_parser())]
         format: Format,
     },
     /// Print a snapshot's manifest (its files, row counts, source and times)
@@ -220,7 +239,7 @@ snapshot is kept if either rule keeps it.")]
         /// Keep the newest N snapshots
         #[arg(long, value_name = "N")]
         keep: Option<usize>,
-        /// Remove snapshots taken longer ago than DURATION (90s, 30m, 12h, 30d, 4w)
+        /// Remove snapshots taken longer ago than DURATION (90s, 30m, 12h, 30d, 4w, 1y)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<std::time::Duration>,
         /// Show what would be removed; remove nothing
@@ -236,11 +255,11 @@ snapshot is kept if either rule keeps it.")]
 struct GenerateArgs {
     #[command(flatten)]
     lake: LakeArg,
-    /// Machines on day 0 (the documentation's five samples included)
-    #[arg(long, default_value_t = 1000)]
+    /// Machines on day 0, the documentation's five samples included (5 to 5000000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(5..=5_000_000))]
     machines: u64,
-    /// Snapshots to write, one a day
-    #[arg(long, default_value_t = 7)]
+    /// Snapshots to write, one a day (1 to 36500)
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     days: u32,
     /// Seed of the fleet
     #[arg(long, default_value_t = 42)]
@@ -277,25 +296,39 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match mdesnap::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let cancel = Cancel::new();
+    // On a worker thread, whose stack is deep enough for DataFusion's recursion.
+    let work = runtime.spawn(run(cli, cancel.clone()));
+    let outcome = runtime.block_on(work).unwrap_or_else(|e| {
+        Err(Failure::Error(anyhow::anyhow!(
+            "mdesnap stopped unexpectedly: {e}"
+        )))
+    });
+    // Blocking work (the generator's writer) sees the cancel flag within moments and
+    // removes what it had not committed; wait for that, but not forever.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Interrupted) => {
             eprintln!("interrupted");
             ExitCode::from(130)
         }
         Err(Failure::Error(e)) => {
-            if e.downcast_ref::<Error>().is_some_and(Error::is_broken_pipe) {
-                return ExitCode::SUCCESS;
+            if let Some(err) = e.downcast_ref::<Error>() {
+                if err.is_broken_pipe() {
+                    return ExitCode::SUCCESS;
+                }
+                if matches!(err, Error::Interrupted(_)) {
+                    eprintln!("interrupted");
+                    return ExitCode::from(130);
+                }
             }
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
@@ -332,14 +365,19 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+/// Runs the command until it ends or Ctrl-C: async work is dropped (its temporary
+/// files go with it); blocking work is told through `cancel` and stops by itself.
+async fn run(cli: Cli, cancel: Cancel) -> Result<(), Failure> {
     tokio::select! {
-        result = dispatch(cli.command) => result,
-        _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+        result = dispatch(cli.command, cancel.clone()) => result,
+        _ = tokio::signal::ctrl_c() => {
+            cancel.cancel();
+            Err(Failure::Interrupted)
+        }
     }
 }
 
-async fn dispatch(command: Command) -> Result<(), Failure> {
+async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
     match command {
         Command::Query(args) => query(args).await,
         Command::Snapshots { command } => snapshots(command).await,
@@ -348,9 +386,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => odata_parse(&filter),
         Command::Emulate(args) => emulate(args).await,
         Command::Generate(args) => {
-            // The writer is synchronous; an interrupt ends the process and leaves
-            // only leftovers that the next writer removes.
-            tokio::task::spawn_blocking(move || run_generate(args)).await?
+            tokio::task::spawn_blocking(move || run_generate(args, cancel)).await?
         }
     }
 }
@@ -376,6 +412,7 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
                 response.query.table.entity_set()
             ),
             count: response.count,
+            api_records: !args.sql_names,
         };
         (response.df, Some(envelope))
     } else {
@@ -387,14 +424,17 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
         }
         (engine.sql(&args.statement).await?, None)
     };
-    let stream = df.execute_stream().await?;
     let result = match &args.output {
-        Some(path) => write_file(stream, path).await.map(|rows| {
-            eprintln!("wrote {rows} rows to {}", path.display());
-        }),
+        Some(path) => {
+            engine.guard_path("--output", path)?;
+            write_file(df, path).await.map(|rows| {
+                eprintln!("wrote {rows} rows to {}", path.display());
+            })
+        }
         None => {
+            let stream = df.execute_stream().await?;
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(stdout);
             write_stream(stream, args.format, envelope.as_ref(), &mut out)
                 .await
                 .map(|_| ())
@@ -409,7 +449,7 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
     }
     match result {
         Ok(()) => Ok(()),
-        Err(e @ Error::DataFusion(_)) => {
+        Err(e @ (Error::DataFusion(_) | Error::WriteOutput { .. })) => {
             // DataFusion's read errors do not name the file: find it if one is bad.
             engine.verify_files()?;
             Err(e.into())
@@ -485,9 +525,10 @@ async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
         std::time::Duration::try_from_secs_f64(s)
             .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds"))
     };
-    if args.window_scale.is_nan() || args.window_scale <= 0.0 {
-        return Err(anyhow::anyhow!("--window-scale must be above 0").into());
-    }
+    let start = match &args.start {
+        Some(t) => parse_time(t)?,
+        None => mdesnap::fleet::FleetConfig::default_start(),
+    };
     let config = EmulatorConfig {
         bind: args.bind,
         tenant_id: args.tenant_id,
@@ -500,14 +541,14 @@ async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
         seed: args.seed,
         machines: args.machines,
         churn: args.churn,
-        start: mdesnap::fleet::FleetConfig::default_start(),
+        start,
         day: args.day,
         profile: args.schema_profile,
         calls_per_minute: args.calls_per_minute,
         calls_per_hour: args.calls_per_hour,
         window_scale: args.window_scale,
         retention_days: args.retention_days,
-        page_size: args.page_size.clamp(1, 10_000),
+        page_size: usize::try_from(args.page_size).unwrap_or(10_000),
         legacy_user_404: args.legacy_user_404,
         empty_tenant_404: true,
         next_link_with_top: args.next_link_with_top,
@@ -521,10 +562,11 @@ async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
         );
     }
     let emulator = Emulator::start(config).await?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on {}", emulator.url()).map_err(Error::Output)?;
-    out.flush().map_err(Error::Output)?;
-    drop(out);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", emulator.url()).map_err(Error::Output)?;
+        out.flush().map_err(Error::Output)?;
+    }
     emulator.wait().await;
     Ok(())
 }
@@ -561,7 +603,7 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
                 ))
                 .await?;
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(stdout);
             write_stream(df.execute_stream().await?, format, None, &mut out).await?;
             Ok(())
         }
@@ -619,7 +661,7 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
     }
 }
 
-fn run_generate(args: GenerateArgs) -> Result<(), Failure> {
+fn run_generate(args: GenerateArgs, cancel: Cancel) -> Result<(), Failure> {
     let start = args.start.as_deref().map(parse_time).transpose()?;
     let options = GenerateOptions {
         seed: args.seed,
@@ -629,6 +671,7 @@ fn run_generate(args: GenerateArgs) -> Result<(), Failure> {
         start,
         append: args.append,
         wait: args.wait,
+        cancel,
     };
     let began = Instant::now();
     let total = args.days;

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -20,11 +21,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::prune::remove_leftovers;
 use super::scan::scan_lake;
-use super::{LakeError, LakeLock, create_lake_dir, io_err, sync_dir};
+use super::{LakeError, LakeLock, create_dirs_synced, create_lake_dir, io_err, sync_dir};
 use crate::schema::Table;
 use crate::snapshot::{
-    FileEntry, GeneratorInfo, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId, TableEntry,
-    format_time,
+    FileEntry, GeneratorInfo, LOCK_FILE, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId,
+    TableEntry, format_time,
 };
 
 /// What the manifest records about a snapshot, and how files are cut.
@@ -91,7 +92,7 @@ pub struct SnapshotWriter {
     duplicates_dropped: u64,
     committed: bool,
     // Declared last: dropped after the cleanup in `Drop` has run.
-    _lock: LakeLock,
+    _lock: Arc<LakeLock>,
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -108,7 +109,24 @@ impl SnapshotWriter {
     /// snapshot id: the start second, or the next free one.
     pub fn create(lake: &Path, options: WriterOptions) -> Result<Self, LakeError> {
         create_lake_dir(lake)?;
-        let lock = LakeLock::acquire(lake, options.wait)?;
+        let lock = Arc::new(LakeLock::acquire(lake, options.wait)?);
+        Self::create_locked(lake, &lock, options)
+    }
+
+    /// As [`create`](Self::create), under a lock the caller already holds: a run that
+    /// writes several snapshots (`generate`) holds the lake for all of them, so no
+    /// other writer slips in between its checks and its commits.
+    pub fn create_locked(
+        lake: &Path,
+        lock: &Arc<LakeLock>,
+        options: WriterOptions,
+    ) -> Result<Self, LakeError> {
+        if lock.path() != lake.join(LOCK_FILE) {
+            return Err(LakeError::ForeignLock {
+                lake: lake.to_path_buf(),
+                lock: lock.path().to_path_buf(),
+            });
+        }
         let scan = scan_lake(lake)?;
         let removed = remove_leftovers(lake, &scan)?;
         if !removed.is_empty() {
@@ -140,7 +158,7 @@ impl SnapshotWriter {
             props,
             duplicates_dropped: 0,
             committed: false,
-            _lock: lock,
+            _lock: Arc::clone(lock),
         })
     }
 
@@ -195,8 +213,7 @@ impl SnapshotWriter {
         let n = *part;
         *part += 1;
         let dir_rel = self.id.table_dir(table);
-        let dir = self.lake.join(&dir_rel);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let dir = create_dirs_synced(&self.lake, &dir_rel)?;
         let name = format!("part-{n:05}-{}.parquet", self.job);
         let tmp = dir.join(format!(".{name}.tmp"));
         let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
@@ -278,8 +295,7 @@ impl SnapshotWriter {
             mdesnap_version: env!("CARGO_PKG_VERSION").to_string(),
             generator: self.options.generator.clone(),
         };
-        let dir = self.lake.join(MANIFEST_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let dir = create_dirs_synced(&self.lake, Path::new(MANIFEST_DIR))?;
         let tmp = dir.join(format!(".{}.json.{}.tmp", self.id, self.job));
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|source| LakeError::CorruptManifest {
