@@ -15,23 +15,32 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
+use bytes::Bytes;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
 use datafusion::datasource::memory::MemTable;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::scalar::ScalarValue;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::{ParquetError, Result as ParquetResult};
+use parquet::file::metadata::ParquetMetaData;
 
 use crate::lake::LakeScan;
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
@@ -192,10 +201,19 @@ impl TableProvider for SnapshotTable {
         let table_schema = TableSchemaBuilder::from(&self.table.schema())
             .with_table_partition_cols(self.partition_fields())
             .build();
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(table_schema);
+        // What `ParquetFormat::create_physical_plan` does, with the reader factory
+        // wrapped so that a missing, short or damaged file is named in the error.
+        let url = ObjectStoreUrl::local_filesystem();
+        let runtime = state.runtime_env();
+        let cached = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let source = ParquetSource::new(table_schema)
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(Arc::new(NamingReaderFactory(Arc::new(cached))));
         let groups = FileGroup::new(files).split_files(state.config().target_partitions());
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        let config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(
                 Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)),
@@ -203,7 +221,7 @@ impl TableProvider for SnapshotTable {
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        format.create_physical_plan(state, config).await
+        Ok(DataSourceExec::from_data_source(config))
     }
 
     fn statistics(&self) -> Option<Statistics> {
@@ -211,6 +229,82 @@ impl TableProvider for SnapshotTable {
             Statistics::new_unknown(&self.schema)
                 .with_num_rows(Precision::Exact(self.rows() as usize)),
         )
+    }
+}
+
+/// A data file that failed to read, named.
+#[derive(Debug, thiserror::Error)]
+#[error("data file /{location}: {source}")]
+pub struct DataFileError {
+    /// The object store's name of the file (its absolute path without the first `/`).
+    pub location: String,
+    pub source: ParquetError,
+}
+
+/// Makes readers that name their file in every error: DataFusion's own errors say
+/// what went wrong ("EOF", "invalid footer") but not where.
+#[derive(Debug)]
+struct NamingReaderFactory(Arc<dyn ParquetFileReaderFactory>);
+
+impl ParquetFileReaderFactory for NamingReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
+        let location: Arc<str> = file.object_meta.location.as_ref().into();
+        let inner = self
+            .0
+            .create_reader(partition_index, file, metadata_size_hint, metrics)?;
+        Ok(Box::new(NamingReader { inner, location }))
+    }
+}
+
+struct NamingReader {
+    inner: Box<dyn AsyncFileReader + Send>,
+    location: Arc<str>,
+}
+
+impl NamingReader {
+    fn name(location: &str, e: ParquetError) -> ParquetError {
+        ParquetError::External(Box::new(DataFileError {
+            location: location.to_string(),
+            source: e,
+        }))
+    }
+}
+
+impl AsyncFileReader for NamingReader {
+    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
+        let location = Arc::clone(&self.location);
+        self.inner
+            .get_bytes(range)
+            .map_err(move |e| Self::name(&location, e))
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
+        let location = Arc::clone(&self.location);
+        self.inner
+            .get_byte_ranges(ranges)
+            .map_err(move |e| Self::name(&location, e))
+            .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
+        let location = Arc::clone(&self.location);
+        self.inner
+            .get_metadata(options)
+            .map_err(move |e| Self::name(&location, e))
+            .boxed()
     }
 }
 

@@ -15,6 +15,7 @@ use arrow::array::{
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::Field;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
@@ -30,6 +31,10 @@ pub enum DecodeError {
     MissingId { index: usize },
     #[error("record {index} is not a JSON object")]
     NotAnObject { index: usize },
+    /// The columns built do not make a batch of the table's schema: a bug in the
+    /// decoder, reported rather than hidden behind an empty batch.
+    #[error("decoded rows do not fit table {table}: {reason}")]
+    Schema { table: Table, reason: String },
 }
 
 /// Builds `machines` and `ip_addresses` batches from Machine records.
@@ -74,8 +79,8 @@ impl MachineDecoder {
     }
 
     /// The `machines` and `ip_addresses` batches of the rows added, and a fresh start.
-    pub fn finish(&mut self) -> (RecordBatch, RecordBatch) {
-        (self.entity.finish(), self.ips.finish())
+    pub fn finish(&mut self) -> Result<(RecordBatch, RecordBatch), DecodeError> {
+        Ok((self.entity.finish()?, self.ips.finish()?))
     }
 }
 
@@ -109,7 +114,7 @@ impl SecurityStateDecoder {
     }
 
     /// The batch of the rows added, and a fresh start.
-    pub fn finish(&mut self) -> RecordBatch {
+    pub fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
         self.0.finish()
     }
 }
@@ -149,18 +154,20 @@ impl PairBuilder {
     }
 
     /// The batch of the rows added, and a fresh start.
-    pub fn finish(&mut self) -> RecordBatch {
+    pub fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
         let columns: Vec<ArrayRef> =
             vec![Arc::new(self.key.finish()), Arc::new(self.machine.finish())];
         batch(self.table, columns)
     }
 }
 
-fn batch(table: Table, columns: Vec<ArrayRef>) -> RecordBatch {
-    // The builders are made from the same schema, so this cannot fail; an empty batch
-    // of the right schema is the safe answer if it ever did.
-    RecordBatch::try_new(table.schema(), columns)
-        .unwrap_or_else(|_| RecordBatch::new_empty(table.schema()))
+fn batch(table: Table, columns: Vec<ArrayRef>) -> Result<RecordBatch, DecodeError> {
+    // The builders are made from the same schema, so this should not fail; if it ever
+    // does, the error stops the snapshot rather than committing it without these rows.
+    RecordBatch::try_new(table.schema(), columns).map_err(|e| DecodeError::Schema {
+        table,
+        reason: e.to_string(),
+    })
 }
 
 /// One column being built.
@@ -279,16 +286,16 @@ impl Column {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
             Column::String(b) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Int64(b) => Arc::new(b.finish()),
             Column::Timestamp(b) => Arc::new(b.finish()),
             Column::StringList(b) => Arc::new(b.finish()),
-            Column::IpList(b) => b.finish(),
-            Column::Vm(b) => b.finish(),
-        }
+            Column::IpList(b) => b.finish()?,
+            Column::Vm(b) => b.finish()?,
+        })
     }
 }
 
@@ -353,14 +360,14 @@ impl IpListBuilder {
         self.offsets.push(self.fields[0].len() as i32);
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
         let fields = ip_address_fields();
         let columns: Vec<ArrayRef> = self
             .fields
             .iter_mut()
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
-        let values = StructArray::new(fields.clone(), columns, None);
+        let values = StructArray::try_new(fields.clone(), columns, None)?;
         let mut offsets = std::mem::take(&mut self.offsets);
         if offsets.is_empty() {
             offsets.push(0);
@@ -372,12 +379,12 @@ impl IpListBuilder {
             arrow::datatypes::DataType::Struct(fields),
             true,
         ));
-        Arc::new(ListArray::new(
+        Ok(Arc::new(ListArray::try_new(
             item,
             OffsetBuffer::new(offsets.into()),
             Arc::new(values),
             Some(nulls).filter(|n| n.null_count() > 0),
-        ))
+        )?))
     }
 }
 
@@ -440,18 +447,18 @@ impl VmBuilder {
         self.validity.push(false);
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
         let columns: Vec<ArrayRef> = self
             .fields
             .iter_mut()
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
         let nulls = NullBuffer::from(std::mem::take(&mut self.validity));
-        Arc::new(StructArray::new(
+        Ok(Arc::new(StructArray::try_new(
             vm_metadata_fields(),
             columns,
             Some(nulls).filter(|n| n.null_count() > 0),
-        ))
+        )?))
     }
 }
 
@@ -508,8 +515,17 @@ impl EntityDecoder {
         Ok(id)
     }
 
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+    fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
+        let table = self.table;
+        let mut columns: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(Column::finish)
+            .collect::<Result<_, _>>()
+            .map_err(|e| DecodeError::Schema {
+                table,
+                reason: e.to_string(),
+            })?;
         columns.push(Arc::new(self.extra.finish()));
         self.rows = 0;
         batch(self.table, columns)
@@ -529,7 +545,7 @@ impl IpRows {
         push_object(&mut self.fields, IP_ADDRESS_PROPERTIES, entry);
     }
 
-    fn finish(&mut self) -> RecordBatch {
+    fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
         let mut columns: Vec<ArrayRef> = vec![Arc::new(self.machine.finish())];
         columns.extend(
             self.fields
@@ -560,7 +576,7 @@ mod tests {
         for (i, r) in samples().iter().enumerate() {
             d.push(i, r).expect("decodes");
         }
-        let (machines, ips) = d.finish();
+        let (machines, ips) = d.finish().expect("a batch");
         assert_eq!(machines.num_rows(), 5);
         assert_eq!(ips.num_rows(), 10);
         let extra = machines.column_by_name("extra").expect("extra column");
@@ -595,7 +611,7 @@ mod tests {
             }),
         )
         .expect("decodes");
-        let (m, ips) = d.finish();
+        let (m, ips) = d.finish().expect("a batch");
         assert_eq!(
             m.column_by_name("rbac_group_id")
                 .expect("col")

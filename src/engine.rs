@@ -9,14 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
 
 use crate::catalog::{SnapshotTable, snapshots_table};
 use crate::error::{Error, Result};
 use crate::lake::{LakeScan, scan_lake};
 use crate::odata::query::parse_query;
+use crate::odata::shape::{ApiNamesUdf, has_nested_names};
 use crate::odata::to_expr::{Scope, TranslateError, to_expr, to_value_expr};
 use crate::odata::{ODataError, ODataQuery};
 use crate::schema::Table;
@@ -158,8 +163,78 @@ impl Engine {
     }
 
     /// Plans one SQL statement.
+    ///
+    /// Nothing a statement does may change the lake: `COPY ... TO` a path inside the
+    /// lake folder and `INSERT` into a table stored there are refused, and so is any
+    /// `CREATE`/`DROP` that would replace or remove one of the lake's tables in this
+    /// session. Other session-only DDL (views, memory tables, external tables
+    /// elsewhere) works as DataFusion defines it. A byte order mark at the start (a
+    /// `.sql` file saved by some editors) is ignored.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        Ok(self.ctx.sql(sql).await?)
+        let sql = sql.trim_start_matches('\u{feff}');
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        self.guard_lake(&plan)?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Refuses `path` when it lies inside the lake folder: results written by
+    /// `what` (`--output`, `\\o`) never land among the lake's files.
+    pub fn guard_path(&self, what: &'static str, path: &Path) -> Result<()> {
+        if path_inside(&self.lake, &path.to_string_lossy()) {
+            return Err(Error::WriteInLake {
+                statement: what,
+                target: path.display().to_string(),
+                lake: self.lake.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a plan that would write inside the lake or replace its tables.
+    fn guard_lake(&self, plan: &LogicalPlan) -> Result<()> {
+        let refuse_path = |statement: &'static str, target: &str| -> Result<()> {
+            if path_inside(&self.lake, target) {
+                return Err(Error::WriteInLake {
+                    statement,
+                    target: target.to_string(),
+                    lake: self.lake.clone(),
+                });
+            }
+            Ok(())
+        };
+        let refuse_table = |statement: &'static str, name: &TableReference| -> Result<()> {
+            let table = name.table();
+            if self.tables().iter().any(|t| t.eq_ignore_ascii_case(table)) {
+                return Err(Error::LakeTable {
+                    statement,
+                    table: table.to_string(),
+                });
+            }
+            Ok(())
+        };
+        match plan {
+            LogicalPlan::Copy(copy) => refuse_path("COPY", &copy.output_url),
+            LogicalPlan::Dml(dml) => {
+                refuse_table("INSERT, UPDATE or DELETE", &dml.table_name)?;
+                if let Ok(provider) = source_as_provider(&dml.target)
+                    && let Some(listing) = provider.downcast_ref::<ListingTable>()
+                {
+                    for url in listing.table_paths() {
+                        refuse_path("INSERT", url.as_str())?;
+                    }
+                }
+                Ok(())
+            }
+            LogicalPlan::Ddl(ddl) => match ddl {
+                DdlStatement::CreateExternalTable(c) => refuse_table("CREATE", &c.name),
+                DdlStatement::CreateMemoryTable(c) => refuse_table("CREATE", &c.name),
+                DdlStatement::CreateView(c) => refuse_table("CREATE", &c.name),
+                DdlStatement::DropTable(d) => refuse_table("DROP", &d.name),
+                DdlStatement::DropView(d) => refuse_table("DROP", &d.name),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
     /// Plans an OData request (`machines?$filter=...`), with API property names.
@@ -220,7 +295,7 @@ impl Engine {
                 schema.fields().iter().map(|f| f.name().clone()).collect()
             }
             Some(items) => {
-                let mut out = Vec::new();
+                let mut out: Vec<String> = Vec::new();
                 for item in items {
                     let Some((column, _)) = scope.resolve(&item.name) else {
                         return Err(odata_err(ODataError::Translate(TranslateError {
@@ -238,17 +313,28 @@ impl Engine {
                         out.push(column);
                     }
                 }
+                // The service writes the properties in its own order, whatever the
+                // order of $select.
+                out.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
                 out
             }
         };
+        let api_names = ScalarUDF::from(ApiNamesUdf::default());
         let projection: Vec<datafusion::logical_expr::Expr> = columns
             .iter()
             .map(|c| {
-                let e = datafusion::logical_expr::col(datafusion::common::Column::from_name(c));
-                match (names, crate::schema::api_name_for_column(q.table, c)) {
-                    (Names::Api, Some(api)) => e.alias(api),
-                    _ => e,
+                let mut e = datafusion::logical_expr::col(datafusion::common::Column::from_name(c));
+                if names == Names::Sql {
+                    return e;
                 }
+                if schema
+                    .field_with_name(c)
+                    .is_ok_and(|f| has_nested_names(f.data_type()))
+                {
+                    e = api_names.call(vec![e]);
+                }
+                let api = crate::schema::api_name_for_column(q.table, c).unwrap_or(c);
+                e.alias(api)
             })
             .collect();
         df = df.select(projection)?;
@@ -319,5 +405,42 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `target` (a path or `file://` URL, as a statement names it) lies inside
+/// `lake`. Both are resolved the way the filesystem will: relative to the working
+/// folder, through symbolic links, with `..` taken into account.
+fn path_inside(lake: &Path, target: &str) -> bool {
+    let text = target.strip_prefix("file://").unwrap_or(target);
+    if text.contains("://") {
+        // Another scheme: not a local path, so not this lake's folder.
+        return false;
+    }
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        let abs = std::path::absolute(p).ok()?;
+        // Canonicalize the longest part that exists, then append the rest.
+        let mut existing = abs.clone();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            rest.push(existing.file_name()?.to_os_string());
+            existing = existing.parent()?.to_path_buf();
+        }
+        let mut out = existing.canonicalize().ok()?;
+        for part in rest.iter().rev() {
+            match part.to_str() {
+                Some("..") => {
+                    out.pop();
+                }
+                Some(".") => {}
+                _ => out.push(part),
+            }
+        }
+        Some(out)
+    };
+    match (resolve(lake), resolve(Path::new(text))) {
+        (Some(lake), Some(target)) => target.starts_with(&lake),
+        // When either cannot be resolved, say "inside": refusing is the safe side.
+        _ => true,
     }
 }

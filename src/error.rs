@@ -52,6 +52,11 @@ pub enum Error {
     OutputExtension(PathBuf),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("writing {}: {source}", path.display())]
+    WriteOutput {
+        path: PathBuf,
+        source: Box<datafusion::error::DataFusionError>,
+    },
     #[error("formatting output: {0}")]
     Format(#[from] arrow::error::ArrowError),
     /// An OData request that could not be read or understood; `offset` is a byte of
@@ -61,8 +66,25 @@ pub enum Error {
         text: String,
         source: crate::odata::ODataError,
     },
+    #[error(
+        "{statement} to {target} refused: it is inside the lake {}, which only mdesnap's writers change",
+        lake.display()
+    )]
+    WriteInLake {
+        statement: &'static str,
+        target: String,
+        lake: PathBuf,
+    },
+    #[error("{statement} of '{table}' refused: it is one of the lake's tables")]
+    LakeTable {
+        statement: &'static str,
+        table: String,
+    },
     #[error("invalid generator setting: {0}")]
     Generator(&'static str),
+    /// The work was cancelled (Ctrl-C); nothing it had not committed stays.
+    #[error("interrupted")]
+    Interrupted(#[from] crate::cancel::Interrupted),
 }
 
 impl Error {
