@@ -12,6 +12,7 @@ pub mod ast;
 pub mod lexer;
 pub mod parser;
 pub mod query;
+pub mod shape;
 pub mod to_expr;
 pub mod value;
 
@@ -32,6 +33,9 @@ pub enum ParseErrorKind {
         what: &'static str,
     },
     TooDeep {
+        limit: usize,
+    },
+    TooManyTerms {
         limit: usize,
     },
     UnknownFunction {
@@ -83,6 +87,9 @@ impl fmt::Display for ParseError {
             ParseErrorKind::Unterminated { what } => write!(f, "unterminated {what}")?,
             ParseErrorKind::TooDeep { limit } => {
                 write!(f, "expression nested deeper than {limit} levels")?
+            }
+            ParseErrorKind::TooManyTerms { limit } => {
+                write!(f, "more than {limit} 'and'/'or' operators")?
             }
             ParseErrorKind::UnknownFunction { name, suggestion } => {
                 write!(f, "unknown function '{name}'")?;
@@ -162,27 +169,13 @@ pub fn render_caret(message: &str, text: &str, offset: usize) -> String {
 /// The candidate closest to `name` (case-insensitive edit distance at most a third of
 /// its length, at least 2), for "did you mean ...?".
 pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
-    let lower = name.to_ascii_lowercase();
-    let limit = (name.len() / 3).max(2);
+    let lower = name.to_lowercase();
+    let limit = (name.chars().count() / 3).max(2);
     candidates
-        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
+        .map(|c| (strsim::levenshtein(&lower, &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.to_string())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
