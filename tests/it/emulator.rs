@@ -18,7 +18,7 @@ fn config() -> EmulatorConfig {
     }
 }
 
-async fn token(url: &str) -> String {
+pub async fn token(url: &str) -> String {
     let form = "grant_type=client_credentials&client_id=emulator-client&client_secret=emulator-secret&scope=https%3A%2F%2Fapi.securitycenter.microsoft.com%2F.default";
     let v: Value = post(url, "/emulator-tenant/oauth2/v2.0/token", form)
         .await

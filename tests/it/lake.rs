@@ -52,11 +52,21 @@ async fn commit_publishes_every_table_at_once() {
     assert_eq!(m.id, "20261123T070000Z");
     assert_eq!(m.rows(Table::UserMachines), 10);
     let engine = Engine::open(&lake, None).expect("opens");
+    // Distinct values of a column: only the Parquet data can answer (count(*) is
+    // answered from the manifest).
     assert_eq!(
-        count(&engine, "SELECT count(*) FROM user_machines").await,
-        10
+        count(
+            &engine,
+            "SELECT count(DISTINCT user_id) + count(DISTINCT machine_id) FROM user_machines"
+        )
+        .await,
+        20
     );
-    assert_eq!(count(&engine, "SELECT count(*) FROM machines").await, 0);
+    assert_eq!(
+        crate::scalar(&engine, "SELECT max(user_id) FROM user_machines").await,
+        "user9"
+    );
+    assert_eq!(count(&engine, "SELECT count(id) FROM machines").await, 0);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -72,12 +82,23 @@ async fn a_dropped_writer_leaves_nothing_and_the_same_second_gets_the_next_id() 
     {
         let mut w = SnapshotWriter::create(lake, options(0)).expect("writer");
         w.append(Table::UserMachines, &pairs(3)).expect("append");
+        // The file being written exists until the writer goes.
+        assert!(
+            walk(lake).iter().any(|p| p.ends_with(".parquet.tmp")),
+            "{:?}",
+            walk(lake)
+        );
     }
     let leftovers: Vec<_> = walk(lake)
         .into_iter()
-        .filter(|p| p.ends_with(".parquet"))
+        .filter(|p| p.contains("snapshot="))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(
+        !lake
+            .join("user_machines/snapshot=20261123T070000Z")
+            .exists()
+    );
 
     let a = SnapshotWriter::create(lake, options(0))
         .expect("writer")
@@ -147,18 +168,31 @@ async fn leftovers_of_a_crash_are_invisible_and_removed_by_the_next_writer() {
     std::fs::create_dir_all(&orphan).expect("mkdir");
     std::fs::write(orphan.join("part-00000-x.parquet"), b"half").expect("write");
     std::fs::write(lake.join("_snapshots/.20261124T070000Z.json.x.tmp"), b"{").expect("write");
+    let beside = lake.join("user_machines/snapshot=20261123T070000Z/.part-00001-x.parquet.tmp");
+    std::fs::create_dir_all(beside.parent().expect("a folder")).expect("mkdir");
+    std::fs::write(&beside, b"half").expect("write");
     let engine = Engine::open(lake, None).expect("leftovers do not break reading");
     assert_eq!(engine.lake_scan().snapshots.len(), 1);
 
-    let left = crate::leftovers(lake);
-    assert_eq!(left.len(), 2, "{left:?}");
-    assert!(orphan.exists(), "dry run removes nothing");
+    let mut left = crate::leftovers(lake);
+    left.sort();
+    let mut expected = vec![
+        lake.join("_snapshots/.20261124T070000Z.json.x.tmp"),
+        orphan.clone(),
+        beside.clone(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(
+        orphan.exists() && beside.exists(),
+        "dry run removes nothing"
+    );
 
     SnapshotWriter::create(lake, options(5))
         .expect("writer")
         .commit()
         .expect("commit");
-    assert!(!orphan.exists());
+    assert!(!orphan.exists() && !beside.exists());
     let left = crate::leftovers(lake);
     assert!(left.is_empty(), "{left:?}");
 }
@@ -255,6 +289,38 @@ async fn a_corrupt_data_file_is_named() {
     let err = engine.verify_files().expect_err("corrupt");
     assert!(matches!(err, Error::CorruptFile { .. }), "{err}");
     assert!(err.to_string().contains(&file.path), "{err}");
+    // A query through the library names the file too.
+    let err = engine
+        .sql("SELECT count(DISTINCT computer_dns_name) FROM machines")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("the latest snapshot's file is garbage");
+    assert!(err.to_string().contains(&file.path), "{err}");
+    // So does a short file, and a missing one.
+    let states = &scan.snapshots[1].tables["security_states"].files[0];
+    let states_path = lake.join(&states.path);
+    let bytes = std::fs::read(&states_path).expect("read");
+    std::fs::write(&states_path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let err = engine
+        .sql("SELECT max(build) FROM security_states")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("short file");
+    assert!(err.to_string().contains(&states.path), "{err}");
+    let users = &scan.snapshots[1].tables["user_machines"].files[0];
+    std::fs::remove_file(lake.join(&users.path)).expect("remove");
+    let err = engine
+        .sql("SELECT max(user_id) FROM user_machines")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("missing file");
+    assert!(err.to_string().contains(&users.path), "{err}");
     // The other snapshot's rows are still there.
     let df = engine
         .sql("SELECT id FROM machines_history WHERE snapshot < '2026-01-02T00:00:00Z'")

@@ -3,10 +3,14 @@
 mod cli;
 mod conformance;
 mod emulator;
+mod fidelity;
+mod fuzz;
+mod interrupt;
 mod kill;
 mod lake;
 mod odata;
 mod sample_data;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -43,8 +47,7 @@ pub fn small_lake(dir: &Path, machines: u64, days: u32) {
         days,
         churn: 0.05,
         start: None,
-        append: false,
-        wait: false,
+        ..GenerateOptions::default()
     };
     generate(dir, &options, |_| {}).expect("generate succeeds");
 }

@@ -20,6 +20,17 @@ async fn ids(batches: Vec<arrow::array::RecordBatch>, column: &str) -> BTreeSet<
     out
 }
 
+/// The values of a column in the order the rows came.
+fn column_in_order(batches: &[arrow::array::RecordBatch], column: &str) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b.column_by_name(column).expect("the column");
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).expect("cast");
+        out.extend(col.as_string::<i32>().iter().map(|v| v.map(str::to_string)));
+    }
+    out
+}
+
 async fn odata_ids(engine: &Engine, url: &str) -> BTreeSet<String> {
     let r = engine
         .odata_request(url, Names::Sql)
@@ -137,13 +148,57 @@ async fn top_skip_orderby_select_and_count() {
         )
         .await
         .expect("plans");
-    let got = ids(r.df.collect().await.expect("runs"), "id").await;
-    let expected = sql_ids(
-        &engine,
-        "SELECT id FROM machines ORDER BY last_seen DESC NULLS LAST, computer_dns_name LIMIT 5",
-    )
-    .await;
-    assert_eq!(got, expected);
+    let got = column_in_order(&r.df.collect().await.expect("runs"), "id");
+    let expected = column_in_order(
+        &engine
+            .sql("SELECT id FROM machines ORDER BY last_seen DESC NULLS LAST, computer_dns_name LIMIT 5")
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect("runs"),
+        "id",
+    );
+    assert_eq!(got.len(), 5);
+    assert_eq!(got, expected, "the same machines in the same order");
+
+    // OData sorts nulls first going up, last going down.
+    for (url, nulls_first) in [
+        (
+            "machines?$orderby=rbacGroupName,id&$select=id,rbacGroupName",
+            true,
+        ),
+        (
+            "machines?$orderby=rbacGroupName desc,id&$select=id,rbacGroupName",
+            false,
+        ),
+    ] {
+        let r = engine.odata_request(url, Names::Api).await.expect("plans");
+        let names = column_in_order(&r.df.collect().await.expect("runs"), "rbacGroupName");
+        let nulls = names.iter().filter(|n| n.is_none()).count();
+        assert!(
+            nulls > 0 && nulls < names.len(),
+            "{url}: some nulls, some not"
+        );
+        let (head, tail) = if nulls_first {
+            names.split_at(nulls)
+        } else {
+            names.split_at(names.len() - nulls)
+        };
+        let (null_part, value_part) = if nulls_first {
+            (head, tail)
+        } else {
+            (tail, head)
+        };
+        assert!(null_part.iter().all(Option::is_none), "{url}");
+        let values: Vec<&String> = value_part.iter().flatten().collect();
+        let mut sorted = values.clone();
+        sorted.sort();
+        if !nulls_first {
+            sorted.reverse();
+        }
+        assert_eq!(values, sorted, "{url}: values in order");
+    }
 
     let r = engine
         .odata_request("machines?$skip=300&$top=10000", Names::Sql)

@@ -47,8 +47,7 @@ async fn sample_data_regenerates_identically() {
         days: scan.snapshots.len() as u32,
         churn: g.churn,
         start: Some(parse_time(&g.start).expect("start")),
-        append: false,
-        wait: false,
+        ..GenerateOptions::default()
     };
     generate(dir.path(), &options, |_| {}).expect("regenerates");
     let fresh = Engine::open(dir.path(), None).expect("opens");
