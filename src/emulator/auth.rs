@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::state::{Claims, DeviceCode, Shared};
+use super::state::{Claims, DeviceCode, RefreshGrant, Shared};
 
 /// Audiences of the MDE API: current, previous and WDATP hosts, the gov clouds, the
 /// app ID URI and the application id.
@@ -83,8 +83,10 @@ fn issue(shared: &Shared, claims: Claims) -> String {
     let token = format!("{header}.{payload}.{sig}");
     // Expired tokens are answered as unknown ones: forget them, so a client asking
     // for tokens in a loop does not grow the emulator without end.
-    let now = now_secs();
-    inner.tokens.retain(|_, c| c.exp > now);
+    let now = Instant::now();
+    inner
+        .tokens
+        .retain(|_, c| c.expires.is_none_or(|e| e > now));
     inner.tokens.insert(token.clone(), claims);
     token
 }
@@ -114,9 +116,16 @@ pub fn token(shared: &Shared, tenant: &str, v2: bool, body: &[u8]) -> Result<Val
             "AADSTS900144: The request body must contain the following parameter: 'grant_type'.",
         )
     })?;
+    *shared
+        .lock()
+        .stats
+        .token_requests
+        .entry(grant.to_string())
+        .or_insert(0) += 1;
     match grant {
         "client_credentials" => client_credentials(shared, &f, v2),
         "urn:ietf:params:oauth:grant-type:device_code" if v2 => device_token(shared, &f),
+        "refresh_token" if v2 => refresh(shared, &f),
         other => Err(TokenError::new(
             400,
             "unsupported_grant_type",
@@ -190,6 +199,7 @@ fn client_credentials(
         groups: None,
         iat,
         exp: iat + lifetime,
+        expires: Instant::now().checked_add(cfg.token_lifetime),
     };
     let token = issue(shared, claims);
     Ok(if v2 {
@@ -234,6 +244,11 @@ pub fn device_code(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, 
         ));
     };
     let mut inner = shared.lock();
+    *inner
+        .stats
+        .token_requests
+        .entry("devicecode".to_string())
+        .or_insert(0) += 1;
     let now = Instant::now();
     inner.device_codes.retain(|_, d| d.expires_at > now);
     let device = inner.rng.hex(48);
@@ -244,39 +259,57 @@ pub fn device_code(shared: &Shared, tenant: &str, body: &[u8]) -> Result<Value, 
             scope,
             user: user.clone(),
             approve_at: now + cfg.approve_after,
-            expires_at: now + Duration::from_secs(900),
+            expires_at: now + cfg.device_code_lifetime,
+            issued_at: now,
+            last_poll: None,
         },
     );
     Ok(json!({
         "user_code": user_code,
         "device_code": device,
         "verification_uri": "https://microsoft.com/devicelogin",
-        "expires_in": 900,
-        "interval": 1,
+        "expires_in": cfg.device_code_lifetime.as_secs().max(1),
+        "interval": DEVICE_CODE_INTERVAL.as_secs(),
         "message": format!("To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code {user_code} to authenticate. (Emulator: {user} is signed in automatically.)"),
     }))
 }
 
+/// How often a client may poll for a device-code sign-in (`interval`); polling faster
+/// earns `slow_down`, as RFC 8628 says.
+const DEVICE_CODE_INTERVAL: Duration = Duration::from_secs(1);
+
 fn device_token(shared: &Shared, f: &[(String, String)]) -> Result<Value, TokenError> {
-    let cfg = &shared.config;
     let code = field(f, "device_code").unwrap_or_default();
+    let now = Instant::now();
     let pending = {
-        let inner = shared.lock();
-        inner.device_codes.get(code).cloned()
+        let mut inner = shared.lock();
+        inner.device_codes.get_mut(code).map(|d| {
+            let previous = d.last_poll.replace(now);
+            (d.clone(), previous)
+        })
     };
-    let Some(dc) = pending else {
+    let Some((dc, previous)) = pending else {
         return Err(TokenError::new(
             400,
             "invalid_grant",
             "AADSTS70000: The provided value for 'device_code' is not valid.",
         ));
     };
-    let now = Instant::now();
     if now > dc.expires_at {
         return Err(TokenError::new(
             400,
             "expired_token",
             "AADSTS70020: The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
+        ));
+    }
+    // A tenth of the interval's grace for timers that fire a little early.
+    let least = shared.config.device_code_min_poll.max(DEVICE_CODE_INTERVAL);
+    let since = previous.map_or(now.duration_since(dc.issued_at), |p| now.duration_since(p));
+    if since < least * 9 / 10 {
+        return Err(TokenError::new(
+            400,
+            "slow_down",
+            "AADSTS70016: OAuth 2.0 device flow error. Polling too fast; wait longer between requests.",
         ));
     }
     if now < dc.approve_at {
@@ -287,16 +320,35 @@ fn device_token(shared: &Shared, f: &[(String, String)]) -> Result<Value, TokenE
         ));
     }
     shared.lock().device_codes.remove(code);
+    Ok(delegated_token(shared, &dc.user, &dc.scope))
+}
+
+/// `grant_type=refresh_token`: a new token for the user a refresh token was given to.
+fn refresh(shared: &Shared, f: &[(String, String)]) -> Result<Value, TokenError> {
+    let token = field(f, "refresh_token").unwrap_or_default();
+    let grant = shared.lock().refresh_tokens.get(token).cloned();
+    let Some(grant) = grant else {
+        return Err(TokenError::new(
+            400,
+            "invalid_grant",
+            "AADSTS70000: The provided value for 'refresh_token' is not valid.",
+        ));
+    };
+    Ok(delegated_token(shared, &grant.user, &grant.scope))
+}
+
+/// A user's access token (with the device groups that user sees) and a refresh token.
+fn delegated_token(shared: &Shared, user: &str, scope: &str) -> Value {
+    let cfg = &shared.config;
     let groups = cfg
         .users
         .iter()
-        .find(|(u, _)| *u == dc.user)
+        .find(|(u, _)| u == user)
         .map(|(_, g)| g.clone())
         .unwrap_or_default();
     // The scope names the resource and the permission: `<resource>/Machine.Read`, or
     // `<resource>/.default` for what was consented (Machine.Read here).
-    let first = dc
-        .scope
+    let first = scope
         .split_whitespace()
         .find(|s| s.starts_with("http") || s.contains('/'))
         .unwrap_or("");
@@ -314,15 +366,26 @@ fn device_token(shared: &Shared, f: &[(String, String)]) -> Result<Value, TokenE
         tid: cfg.tenant_id.clone(),
         roles: Vec::new(),
         scp: Some(scp.clone()),
-        upn: Some(format!("{}@emulator.local", dc.user)),
+        upn: Some(format!("{user}@emulator.local")),
         groups: Some(groups),
         iat,
         exp: iat + lifetime,
+        expires: Instant::now().checked_add(cfg.token_lifetime),
     };
     let token = issue(shared, claims);
-    Ok(
-        json!({"token_type": "Bearer", "scope": scp, "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}),
-    )
+    let refresh = {
+        let mut inner = shared.lock();
+        let r = format!("refresh.{}", inner.rng.hex(48));
+        inner.refresh_tokens.insert(
+            r.clone(),
+            RefreshGrant {
+                scope: scope.to_string(),
+                user: user.to_string(),
+            },
+        );
+        r
+    };
+    json!({"token_type": "Bearer", "scope": scp, "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token, "refresh_token": refresh})
 }
 
 /// Why a call to the API is refused.
@@ -355,7 +418,10 @@ pub fn check(
             "invalid or expired authorization header",
         ));
     };
-    if claims.exp <= now_secs() {
+    if claims
+        .expires
+        .map_or(claims.exp <= now_secs(), |e| e <= Instant::now())
+    {
         return Err(Denied::Unauthorized(
             "invalid or expired authorization header",
         ));

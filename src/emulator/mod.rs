@@ -42,6 +42,11 @@ pub struct EmulatorConfig {
     pub users: Vec<(String, Vec<i64>)>,
     /// Device-code sign-ins are approved this long after the code was issued.
     pub approve_after: Duration,
+    /// A device code expires this long after it was issued (the platform: 900 s).
+    pub device_code_lifetime: Duration,
+    /// Polls of a device code closer together than this (at least the advertised
+    /// 1 s interval) are answered `slow_down`.
+    pub device_code_min_poll: Duration,
     pub seed: u64,
     pub machines: u64,
     pub churn: f64,
@@ -79,6 +84,8 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             users: Vec::new(),
             approve_after: Duration::from_secs(5),
+            device_code_lifetime: Duration::from_secs(900),
+            device_code_min_poll: Duration::from_secs(1),
             seed: 42,
             machines: 1000,
             churn: FleetConfig::DEFAULT_CHURN,
@@ -128,7 +135,7 @@ impl EmulatorConfig {
             start: self.start,
         };
         fleet.validate(self.day).map_err(EmulatorError::Setting)?;
-        let checks: [(bool, &'static str); 8] = [
+        let checks: [(bool, &'static str); 9] = [
             (
                 self.calls_per_minute >= 1,
                 "--calls-per-minute must be at least 1",
@@ -154,6 +161,11 @@ impl EmulatorConfig {
             (
                 self.approve_after <= Self::MAX_APPROVE_AFTER,
                 "--approve-after must be at most 900 seconds (a device code expires then)",
+            ),
+            (
+                !self.device_code_lifetime.is_zero()
+                    && self.device_code_lifetime <= Self::MAX_APPROVE_AFTER,
+                "a device code must live from 1 to 900 seconds",
             ),
             (
                 self.slow <= Self::MAX_SLOW,

@@ -243,6 +243,20 @@ async fn dispatch(
             return Reply::error(&sh, 403, "Forbidden", why).into_response(false);
         }
     };
+    let presented = authz
+        .and_then(|h| h.get(7..))
+        .map(str::trim)
+        .unwrap_or_default();
+    if sh.lock().revoke_roll(presented) {
+        let mut r = Reply::error(
+            &sh,
+            401,
+            "Unauthorized",
+            "invalid or expired authorization header",
+        );
+        r.headers.push(("WWW-Authenticate", "Bearer".into()));
+        return r.into_response(false);
+    }
     if let Some(wait) = throttle(&sh, &claims, template) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = Reply::error(
@@ -364,6 +378,9 @@ fn throttle(sh: &Shared, claims: &Claims, template: &'static str) -> Option<Dura
         wait = Some(wait.map_or(w, |x: Duration| x.max(w)));
     }
     window.push_back(now);
+    if wait.is_some() {
+        *inner.stats.throttled.entry(template).or_insert(0) += 1;
+    }
     wait
 }
 
@@ -726,7 +743,10 @@ enum Related<'a> {
 }
 
 fn related(sh: &Shared, claims: &Claims, host: &str, which: Related<'_>) -> Reply {
-    let inner = sh.lock();
+    let mut inner = sh.lock();
+    if let Related::User(u) = &which {
+        inner.stats.users_asked.push(percent_decoded(u));
+    }
     let now = inner.view.fleet.now().timestamp_micros();
     let fleet = &inner.view.fleet;
     let positions: Vec<usize> = match &which {

@@ -78,10 +78,13 @@ pub enum FaultKind {
     MutateBetweenPages,
     /// 404 for a machine that exists.
     NotFound,
+    /// 401: the token presented is revoked (never on its first use, so a client that
+    /// renews once gets through).
+    Revoke,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Error500,
         FaultKind::Throttle429,
         FaultKind::Drop,
@@ -90,6 +93,7 @@ impl FaultKind {
         FaultKind::BuggyNextLink,
         FaultKind::MutateBetweenPages,
         FaultKind::NotFound,
+        FaultKind::Revoke,
     ];
 
     /// The name in `POST /_emulator/faults`, `--fault` and the stats.
@@ -103,6 +107,7 @@ impl FaultKind {
             FaultKind::BuggyNextLink => "buggy_next_link",
             FaultKind::MutateBetweenPages => "mutate_between_pages",
             FaultKind::NotFound => "404",
+            FaultKind::Revoke => "401",
         }
     }
 
@@ -158,6 +163,9 @@ pub struct Claims {
     pub groups: Option<Vec<i64>>,
     pub iat: i64,
     pub exp: i64,
+    /// When the token stops working, to the instant (`exp` is whole seconds).
+    #[serde(skip)]
+    pub expires: Option<Instant>,
 }
 
 /// A device-code sign-in in progress.
@@ -167,6 +175,16 @@ pub struct DeviceCode {
     pub user: String,
     pub approve_at: Instant,
     pub expires_at: Instant,
+    pub issued_at: Instant,
+    /// When the client last polled, for `slow_down`.
+    pub last_poll: Option<Instant>,
+}
+
+/// What a refresh token renews: a user's delegated sign-in.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    pub scope: String,
+    pub user: String,
 }
 
 /// The fleet of the day with what serving it needs.
@@ -242,6 +260,12 @@ pub struct Stats {
     pub calls: BTreeMap<&'static str, VecDeque<Instant>>,
     pub totals: BTreeMap<&'static str, u64>,
     pub faults: BTreeMap<&'static str, u64>,
+    /// 429s served because a client went over a limit (not the `429` fault).
+    pub throttled: BTreeMap<&'static str, u64>,
+    /// The user ids `/api/users/{id}/machines` was asked for, decoded, in order.
+    pub users_asked: Vec<String>,
+    /// Token requests by grant type (and `devicecode` for the authorization endpoint).
+    pub token_requests: BTreeMap<String, u64>,
 }
 
 /// Mutable state behind one lock (never held across an await).
@@ -250,6 +274,9 @@ pub struct Inner {
     pub view: FleetView,
     pub tokens: HashMap<String, Claims>,
     pub device_codes: HashMap<String, DeviceCode>,
+    pub refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Calls made with each token, for the `401` fault.
+    pub token_uses: HashMap<String, u32>,
     pub windows: HashMap<(String, &'static str), VecDeque<Instant>>,
     pub faults: Faults,
     pub rng: Rng,
@@ -279,6 +306,8 @@ impl Shared {
             view: FleetView::new(fleet, config.profile)?,
             tokens: HashMap::new(),
             device_codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            token_uses: HashMap::new(),
             windows: HashMap::new(),
             faults: config.faults.clone(),
             rng: Rng::derive(config.seed, &[0xE3]),
@@ -318,6 +347,17 @@ impl Inner {
         let n = (self.view.fleet.machines().len() / 100).max(1);
         self.view.fleet.mutate(n, salt);
         self.view.refresh(self.profile)
+    }
+
+    /// Counts a call made with `token`; true when the `401` fault revokes it now.
+    pub fn revoke_roll(&mut self, token: &str) -> bool {
+        let uses = self.token_uses.entry(token.to_string()).or_insert(0);
+        *uses += 1;
+        if *uses > 1 && self.roll(FaultKind::Revoke) {
+            self.tokens.remove(token);
+            return true;
+        }
+        false
     }
 
     /// Draws whether a fault of `kind` is served now, and counts it.
@@ -367,6 +407,9 @@ impl Inner {
             "calls": calls,
             "faults": faults,
             "fault_rates": self.faults,
+            "throttled": self.stats.throttled,
+            "users_asked": self.stats.users_asked,
+            "token_requests": self.stats.token_requests,
         })
     }
 }
