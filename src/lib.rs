@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod fleet;
 pub mod generate;
+pub mod ingest;
 pub mod lake;
 pub mod odata;
 pub mod output;
