@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mdesnap::Cancel;
 use mdesnap::emulator::Profile;
 use mdesnap::error::Error;
@@ -19,6 +19,9 @@ use mdesnap::odata::render_caret;
 use mdesnap::output::{Envelope, Format, write_file, write_stream};
 use mdesnap::snapshot::{SnapshotId, parse_time};
 use mdesnap::{Engine, Names, Table};
+
+mod ingest;
+mod progress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +60,22 @@ struct LakeArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Take one snapshot of a tenant from the Defender API into a lake
+    #[command(
+        long_about = "Take one snapshot of a tenant from the Defender for Endpoint API into a \
+lake: /api/machines (with --filter), the machines of --users and --domains, and with \
+--security-states the Graph preview route. Pages stream into the snapshot writer; the \
+snapshot is committed whole at the end or not at all (an error, Ctrl-C or kill leaves \
+nothing visible).\n\n\
+Sign-in: client credentials from --tenant-id/--client-id/--client-secret or \
+AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, or --auth device-code for a user \
+(tokens cached in a 0600 file). Limits: at most --calls-per-minute and --calls-per-hour \
+requests per route, retries included; 429 waits Retry-After; 5xx, timeouts and cut \
+connections are retried with backoff; 400 and 403 stop the run.\n\n\
+Without a tenant, against `mdesnap emulate`: --base-url and --authority-url name it, and its \
+credentials are emulator-tenant, emulator-client and emulator-secret. See docs/ingest.md."
+    )]
+    Ingest(ingest::IngestArgs),
     /// Run one SQL statement or OData request over a lake; print the result or write it to a file
     #[command(
         long_about = "Run one SQL statement (DataFusion's dialect) or one OData request (the relative URL \
@@ -166,7 +185,7 @@ struct EmulateArgs {
     /// Emit @odata.nextLink also when $top is given
     #[arg(long)]
     next_link_with_top: bool,
-    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, buggy_next_link, mutate_between_pages); repeatable
+    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, 401, buggy_next_link, mutate_between_pages); repeatable
     #[arg(long = "fault", value_name = "KIND=RATE")]
     faults: Vec<String>,
     /// How long a slow response takes, seconds (at most 600)
@@ -294,7 +313,17 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Ingest(args) = &mut cli.command {
+        args.secret_on_command_line = matches
+            .subcommand_matches("ingest")
+            .and_then(|m| m.value_source("client_secret"))
+            == Some(clap::parser::ValueSource::CommandLine);
+    }
     init_logging(cli.verbose);
     let runtime = match mdesnap::runtime() {
         Ok(r) => r,
@@ -385,6 +414,7 @@ async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
             command: OdataCommand::Parse { filter },
         } => odata_parse(&filter),
         Command::Emulate(args) => emulate(args).await,
+        Command::Ingest(args) => ingest::run(args, cancel).await,
         Command::Generate(args) => {
             tokio::task::spawn_blocking(move || run_generate(args, cancel)).await?
         }
@@ -538,6 +568,8 @@ async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
         token_lifetime: std::time::Duration::from_secs(args.token_lifetime),
         users: parse_users(&args.users)?,
         approve_after: seconds("--approve-after", args.approve_after)?,
+        device_code_lifetime: std::time::Duration::from_secs(900),
+        device_code_min_poll: std::time::Duration::from_secs(1),
         seed: args.seed,
         machines: args.machines,
         churn: args.churn,
