@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
         ..EmulatorConfig::default()
     };
     let emu = rt.block_on(Emulator::start(config)).expect("starts");
+    mdesnap::ingest::http::install_crypto_provider();
     let client = reqwest::Client::new();
     let token: String = rt.block_on(async {
         let v: serde_json::Value = client

@@ -193,7 +193,10 @@ fn too_deep_is_an_error_not_a_stack_overflow() {
     assert!(matches!(kind, ParseErrorKind::TooDeep { .. }), "{kind:?}");
     assert!(at < 1_200, "refused early, at byte {at}");
     let adds = format!("x{} gt 0", " add 1".repeat(150));
-    assert!(parse_filter(&adds).is_ok(), "a chain within the limit parses");
+    assert!(
+        parse_filter(&adds).is_ok(),
+        "a chain within the limit parses"
+    );
 }
 
 #[test]
@@ -325,4 +328,3 @@ fn random_inputs_never_panic() {
         "only {parsed} of {total} random inputs parsed"
     );
 }
-

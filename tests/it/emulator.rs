@@ -27,7 +27,7 @@ pub async fn token(url: &str) -> String {
 }
 
 async fn post(url: &str, path: &str, form: &str) -> (StatusCode, Value) {
-    let r = reqwest::Client::new()
+    let r = crate::http()
         .post(format!("{url}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form.to_string())
@@ -43,7 +43,7 @@ async fn get(
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = reqwest::Client::new().get(format!("{url}{path}"));
+    let mut req = crate::http().get(format!("{url}{path}"));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -456,7 +456,7 @@ async fn every_fault_mode() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert!(h.contains_key("retry-after"));
     let (emu, t) = with_faults(&[("drop", 1.0)]).await;
-    let r = reqwest::Client::new()
+    let r = crate::http()
         .get(format!("{}/api/machines", emu.url()))
         .bearer_auth(&t)
         .send()
@@ -467,7 +467,7 @@ async fn every_fault_mode() {
     };
     assert!(failed, "a dropped connection is an error for the client");
     let (emu, t) = with_faults(&[("cut", 1.0)]).await;
-    let resp = reqwest::Client::new()
+    let resp = crate::http()
         .get(format!("{}/api/machines", emu.url()))
         .bearer_auth(&t)
         .send()
@@ -533,7 +533,7 @@ async fn faults_and_advance_through_admin_routes() {
     let emu = Emulator::start(config()).await.expect("starts");
     let url = emu.url();
     let t = token(&url).await;
-    let client = reqwest::Client::new();
+    let client = crate::http();
     let r = client
         .post(format!("{url}/_emulator/faults"))
         .body(r#"{"500": 1.0}"#)
@@ -610,7 +610,7 @@ async fn schema_profiles_change_the_key_set() {
 async fn device_code_sign_in_sees_only_its_groups() {
     let mut cfg = config();
     cfg.users = vec![("alice".into(), vec![140])];
-    cfg.approve_after = Duration::from_millis(300);
+    cfg.approve_after = Duration::from_millis(1_500);
     let emu = Emulator::start(cfg).await.expect("starts");
     let url = emu.url();
     let (s, dc) = post(
@@ -624,12 +624,19 @@ async fn device_code_sign_in_sees_only_its_groups() {
     let poll = format!(
         "grant_type=urn:ietf:params:oauth:grant-type:device_code&client_id=emulator-client&device_code={device}"
     );
+    // At once is faster than the 1 s interval: slow down (RFC 8628 3.5).
+    let (s, e) = post(&url, "/emulator-tenant/oauth2/v2.0/token", &poll).await;
+    assert_eq!(
+        (s, e["error"].clone()),
+        (StatusCode::BAD_REQUEST, "slow_down".into())
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let (s, e) = post(&url, "/emulator-tenant/oauth2/v2.0/token", &poll).await;
     assert_eq!(
         (s, e["error"].clone()),
         (StatusCode::BAD_REQUEST, "authorization_pending".into())
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let (s, tok) = post(&url, "/emulator-tenant/oauth2/v2.0/token", &poll).await;
     assert_eq!(s, StatusCode::OK);
     let t = tok["access_token"].as_str().expect("token");

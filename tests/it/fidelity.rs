@@ -41,7 +41,7 @@ fn records(doc: &Value) -> Vec<Map<String, Value>> {
 
 async fn service(url: &str, token: &str, query: &str) -> Value {
     let target = format!("{url}/api/machines?{}", query.replace(' ', "%20"));
-    let r = reqwest::Client::new()
+    let r = crate::http()
         .get(&target)
         .bearer_auth(token)
         .send()

@@ -374,7 +374,7 @@ async fn fuzz() {
     .expect("starts");
     let url = emulator.url();
     let token = crate::emulator::token(&url).await;
-    let client = reqwest::Client::new();
+    let client = crate::http();
     let seed = seed();
     let total = inputs();
     eprintln!("fuzz: {total} requests, MDESNAP_FUZZ_SEED={seed}");

@@ -5,6 +5,7 @@ mod conformance;
 mod emulator;
 mod fidelity;
 mod fuzz;
+mod ingest;
 mod interrupt;
 mod kill;
 mod lake;
@@ -19,6 +20,13 @@ use mdesnap::Engine;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, prune};
 
+/// An HTTP client for the tests (reqwest here has no TLS provider of its own; the
+/// ingester installs ring's, and so must anyone else in the process).
+pub fn http() -> reqwest::Client {
+    mdesnap::ingest::http::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// The built `mdesnap` binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mdesnap"))
@@ -30,6 +38,10 @@ pub fn run(args: &[&str]) -> Output {
         .args(args)
         .env_remove("MDESNAP_LAKE")
         .env_remove("RUST_LOG")
+        .env_remove("MDESNAP_TOKEN_CACHE")
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
         .output()
         .expect("the mdesnap binary runs")
 }

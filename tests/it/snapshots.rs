@@ -46,6 +46,7 @@ fn help_pages() {
         ("help_snapshots_show", vec!["snapshots", "show", "--help"]),
         ("help_snapshots_prune", vec!["snapshots", "prune", "--help"]),
         ("help_generate", vec!["generate", "--help"]),
+        ("help_ingest", vec!["ingest", "--help"]),
         ("help_emulate", vec!["emulate", "--help"]),
         ("help_odata", vec!["odata", "--help"]),
         ("help_odata_parse", vec!["odata", "parse", "--help"]),
@@ -214,6 +215,39 @@ fn bad_flags() {
         (
             "prune_bad_duration",
             vec!["snapshots", "prune", "--older-than", "soon"],
+        ),
+        ("ingest_no_tenant", vec!["ingest"]),
+        (
+            "ingest_plain_http",
+            vec![
+                "ingest",
+                "--tenant-id",
+                "t",
+                "--client-id",
+                "c",
+                "--client-secret",
+                "s",
+                "--base-url",
+                "http://api.example.com",
+            ],
+        ),
+        (
+            "ingest_bad_filter",
+            vec![
+                "ingest",
+                "--tenant-id",
+                "t",
+                "--client-id",
+                "c",
+                "--client-secret",
+                "s",
+                "--filter",
+                "riskScore eq 'High",
+            ],
+        ),
+        (
+            "ingest_region_outside_commercial",
+            vec!["ingest", "--cloud", "gcc-high", "--region", "eu"],
         ),
     ] {
         snap!(name, cli(&args));

@@ -1,0 +1,864 @@
+//! Ingest against the emulator: a whole tenant row by row and field by field, then the
+//! same through faults, expiring tokens and a fleet that changes between pages; every
+//! schema profile; a delegated sign-in seeing its device groups only, cached for the
+//! next run; the rate limits never exceeded; user names that would bend a path; the
+//! service's refusals; the page bound; secrets kept out of everything; kill -9 and
+//! Ctrl-C at any moment.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mdesnap::emulator::{Emulator, EmulatorConfig, Faults, Profile};
+use mdesnap::fleet::{Fleet, FleetConfig};
+use mdesnap::ingest::{
+    Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport, Limits, PageError,
+    Secret, WaitReason, ingest,
+};
+use mdesnap::lake::scan_lake;
+use mdesnap::{Engine, Names};
+use serde_json::{Map, Value};
+use tempfile::tempdir;
+
+use crate::kill::assert_whole;
+use crate::{bin, stderr, stdout};
+
+/// Endpoints all on the emulator; tokens for the real scopes, as the emulator checks.
+fn endpoints(url: &str) -> Endpoints {
+    Endpoints {
+        api: url.to_string(),
+        authority: url.to_string(),
+        scope: "https://api.securitycenter.microsoft.com/.default".into(),
+        graph: url.to_string(),
+        graph_scope: "https://graph.microsoft.com/.default".into(),
+    }
+}
+
+/// Options for the emulator's default credentials, with quick retries.
+fn options(lake: &Path, url: &str) -> IngestOptions {
+    let mut o = IngestOptions::new(
+        lake,
+        endpoints(url),
+        "emulator-tenant",
+        Credentials::ClientSecret {
+            client_id: "emulator-client".into(),
+            secret: Secret::new("emulator-secret"),
+        },
+    );
+    o.retry.backoff_base = Duration::from_millis(5);
+    o.retry.max_retry_after = Duration::from_secs(2);
+    o.timeout = Duration::from_secs(10);
+    o
+}
+
+/// Runs an ingest, keeping its events.
+async fn run_ingest(options: &IngestOptions) -> (Result<IngestReport, IngestError>, Vec<Event>) {
+    let events = Mutex::new(Vec::new());
+    let observe = |e: Event| events.lock().expect("lock").push(e);
+    let result = ingest(options, &observe).await;
+    (result, events.into_inner().expect("lock"))
+}
+
+async fn token(url: &str) -> String {
+    crate::emulator::token(url).await
+}
+
+async fn get_json(url: &str, path: &str) -> Value {
+    let t = token(url).await;
+    crate::http()
+        .get(format!("{url}{path}"))
+        .bearer_auth(t)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Every machine the emulator serves now, as records by id, times at microseconds.
+async fn service_records(url: &str) -> BTreeMap<String, Map<String, Value>> {
+    let doc = get_json(url, "/api/machines?$top=10000").await;
+    doc["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .map(|r| {
+            let mut r = r.as_object().expect("object").clone();
+            for key in ["firstSeen", "lastSeen"] {
+                if let Some(Value::String(t)) = r.get(key) {
+                    let micros = mdesnap::decode::parse_timestamp_micros(t).expect("time");
+                    r.insert(
+                        key.into(),
+                        Value::String(mdesnap::odata::shape::api_time(micros).expect("time")),
+                    );
+                }
+            }
+            (r["id"].as_str().expect("id").to_string(), r)
+        })
+        .collect()
+}
+
+/// The latest snapshot's machines, as the service's records by id.
+async fn lake_records(lake: &Path) -> BTreeMap<String, Map<String, Value>> {
+    let engine = Engine::open(lake, None).expect("opens");
+    let r = engine
+        .odata_request("machines", Names::Api)
+        .await
+        .expect("plans");
+    let mut out = BTreeMap::new();
+    for batch in r.df.collect().await.expect("reads") {
+        for rec in mdesnap::odata::shape::api_records(&batch).expect("records") {
+            out.insert(rec["id"].as_str().expect("id").to_string(), rec);
+        }
+    }
+    out
+}
+
+/// A column of a latest table, as text, sorted.
+async fn column(lake: &Path, sql: &str) -> Vec<String> {
+    let engine = Engine::open(lake, None).expect("opens");
+    let batches = engine
+        .sql(sql)
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("reads");
+    let mut out = Vec::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).expect("cast");
+        out.extend(
+            arrow::array::AsArray::as_string::<i32>(&c)
+                .iter()
+                .map(|v| v.unwrap_or("NULL").to_string()),
+        );
+    }
+    out.sort();
+    out
+}
+
+fn fleet(cfg: &EmulatorConfig) -> Fleet {
+    Fleet::at_day(
+        FleetConfig {
+            seed: cfg.seed,
+            machines: cfg.machines,
+            churn: cfg.churn,
+            start: cfg.start,
+        },
+        cfg.day,
+    )
+}
+
+async fn stats(url: &str) -> Value {
+    crate::http()
+        .get(format!("{url}/_emulator/stats"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn a_full_ingest_is_the_fleet_field_by_field() {
+    let cfg = EmulatorConfig {
+        machines: 700,
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start(cfg.clone()).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let f = fleet(&cfg);
+    let users: Vec<String> = f.user_names().into_iter().take(4).collect();
+    let domains: Vec<String> = f.domain_names().into_iter().take(3).collect();
+    let mut o = options(&lake, &url);
+    o.page_size = 100;
+    o.users = users.clone();
+    o.domains = domains.clone();
+    o.security_states = true;
+    let (report, events) = run_ingest(&o).await;
+    let report = report.expect("ingests");
+    assert!(report.pages >= 8, "paged: {}", report.pages);
+    assert!(events.iter().any(|e| matches!(e, Event::Page { .. })));
+
+    let ours = lake_records(&lake).await;
+    let theirs = service_records(&url).await;
+    assert_eq!(ours.len(), 700);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (id, record) in &theirs {
+        let mine = &ours[id];
+        assert_eq!(
+            mine.keys().collect::<Vec<_>>(),
+            record.keys().collect::<Vec<_>>(),
+            "{id}: keys"
+        );
+        assert_eq!(mine, record, "{id}");
+    }
+    // The pairs are the fleet's, for the users and domains asked.
+    let mut expected: Vec<String> = f
+        .user_pairs()
+        .into_iter()
+        .filter(|(u, _)| users.contains(u))
+        .map(|(u, id)| format!("{u} {id}"))
+        .collect();
+    expected.sort();
+    let got = column(
+        &lake,
+        "SELECT user_id || ' ' || machine_id FROM user_machines",
+    )
+    .await;
+    assert!(!got.is_empty());
+    assert_eq!(got, expected);
+    let mut expected: Vec<String> = f
+        .domain_pairs(500)
+        .into_iter()
+        .filter(|(d, _)| domains.contains(d))
+        .map(|(d, id)| format!("{d} {id}"))
+        .collect();
+    expected.sort();
+    let got = column(
+        &lake,
+        "SELECT domain || ' ' || machine_id FROM domain_machines",
+    )
+    .await;
+    assert_eq!(got, expected);
+    let mut expected: Vec<String> = f
+        .machines()
+        .iter()
+        .map(|m| {
+            let r = f.security_state_record(m);
+            format!("{} {}", r["id"].as_str().unwrap_or(""), r["build"])
+        })
+        .collect();
+    expected.sort();
+    let got = column(
+        &lake,
+        "SELECT id || ' ' || coalesce(CAST(build AS VARCHAR), 'null') FROM security_states",
+    )
+    .await;
+    assert_eq!(got, expected);
+    let manifest = &report.manifest;
+    assert_eq!(manifest.source, url);
+    assert_eq!(manifest.users, users);
+    assert_eq!(manifest.duplicates_dropped, 0);
+}
+
+#[tokio::test]
+async fn faults_expiring_tokens_and_a_changing_fleet_lose_nothing() {
+    let mut faults = Faults::default();
+    for (k, v) in [
+        ("500", 0.1),
+        ("429", 0.05),
+        ("drop", 0.05),
+        ("cut", 0.05),
+        ("401", 0.05),
+        ("mutate_between_pages", 0.3),
+        ("buggy_next_link", 0.5),
+    ] {
+        faults.0.insert(k.into(), v);
+    }
+    let cfg = EmulatorConfig {
+        machines: 600,
+        calls_per_minute: 100_000,
+        token_lifetime: Duration::from_secs(1),
+        next_link_with_top: true,
+        faults,
+        ..EmulatorConfig::default()
+    };
+    let before: HashSet<String> = fleet(&cfg)
+        .machines()
+        .iter()
+        .map(|m| m.id().to_string())
+        .collect();
+    let users: Vec<String> = fleet(&cfg).user_names().into_iter().take(30).collect();
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let mut o = options(&lake, &url);
+    // Enough calls (some 100) that each fault is served: the emulator's draws follow
+    // its seed.
+    o.page_size = 10;
+    o.users = users;
+    // Tokens are used until they expire (no margin), so some calls meet a 401 and
+    // renew; the `401` fault revokes others.
+    o.renew_margin = Duration::ZERO;
+    o.limits.per_minute = 100_000;
+    let (report, events) = run_ingest(&o).await;
+    let report = report.expect("ingests through the faults");
+    eprintln!(
+        "faults run: {:?}, {} pages, {} tokens, {:?}",
+        report.calls, report.pages, report.tokens, report.elapsed
+    );
+    // Faults off: the fleet as it is now.
+    crate::http()
+        .post(format!("{url}/_emulator/faults"))
+        .body("{}")
+        .send()
+        .await
+        .expect("faults off");
+    let after: HashSet<String> = service_records(&url).await.into_keys().collect();
+    let ids = column(&lake, "SELECT id FROM machines").await;
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no id twice in a snapshot");
+    let stayed: Vec<&String> = before.intersection(&after).collect();
+    let missing: Vec<&&String> = stayed.iter().filter(|id| !unique.contains(**id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} machines present for the whole run were missed: {missing:?}",
+        missing.len()
+    );
+    assert!(before != after, "the fleet did change during the run");
+    assert!(report.calls.retries > 0, "{:?}", report.calls);
+    assert!(report.calls.throttled > 0, "{:?}", report.calls);
+    assert!(
+        report.tokens > 1,
+        "a 1 s token is renewed: {}",
+        report.tokens
+    );
+    let s = stats(&url).await;
+    for kind in ["500", "429", "drop", "cut", "401", "mutate_between_pages"] {
+        assert!(
+            s["faults"][kind].as_u64().unwrap_or(0) > 0,
+            "{kind} served: {s}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Waiting {
+                reason: WaitReason::RetryAfter,
+                ..
+            }
+        )),
+        "a 429 is waited out as such"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Warning(w) if w.contains("nextLink")))
+    );
+}
+
+#[tokio::test]
+async fn every_schema_profile_ingests() {
+    // A column the profile leaves out has no value; in the 2023 shape it has some.
+    for (profile, column_name, absent) in [
+        (Profile::P2021, "is_excluded", true),
+        (Profile::P2021, "managed_by_status", true),
+        (Profile::P2026, "defender_av_status", true),
+        (Profile::P2023, "defender_av_status", false),
+        (Profile::P2023, "is_excluded", false),
+    ] {
+        let cfg = EmulatorConfig {
+            machines: 120,
+            profile,
+            ..EmulatorConfig::default()
+        };
+        let emu = Emulator::start(cfg).await.expect("starts");
+        let dir = tempdir().expect("tempdir");
+        let lake = dir.path().join("lake");
+        let (report, _) = run_ingest(&options(&lake, &emu.url())).await;
+        report.expect("ingests");
+        let extra = column(&lake, "SELECT count(extra) FROM machines").await;
+        assert_eq!(extra, ["0"], "{profile:?}: every key known");
+        let present = column(&lake, &format!("SELECT count({column_name}) FROM machines")).await;
+        assert_eq!(
+            present == ["0"],
+            absent,
+            "{profile:?}: {column_name} has {present:?} values"
+        );
+        let n = column(&lake, "SELECT count(DISTINCT id) FROM machines").await;
+        assert_eq!(n, ["120"], "{profile:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_device_code_sign_in_sees_its_groups_and_is_cached() {
+    let cfg = EmulatorConfig {
+        machines: 400,
+        users: vec![("alice".into(), vec![140, 5])],
+        approve_after: Duration::from_millis(1_500),
+        ..EmulatorConfig::default()
+    };
+    let f = fleet(&cfg);
+    let expected: BTreeSet<String> = f
+        .machines()
+        .iter()
+        .map(|m| f.machine_record(m))
+        .filter(|r| [140, 5].contains(&r["rbacGroupId"].as_i64().unwrap_or(0)))
+        .map(|r| r["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(expected.len() > 10);
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let cache = dir.path().join("cache").join("tokens.json");
+    let mut o = options(&dir.path().join("lake"), &url);
+    o.credentials = Credentials::DeviceCode {
+        client_id: "emulator-client".into(),
+        cache: Some(cache.clone()),
+    };
+    let (report, events) = run_ingest(&o).await;
+    report.expect("ingests as alice");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SignIn { user_code, .. } if !user_code.is_empty())),
+        "the code is shown"
+    );
+    let got: BTreeSet<String> = column(&dir.path().join("lake"), "SELECT id FROM machines")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(got, expected, "exactly alice's device groups");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache)
+            .expect("cached")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The next run signs in from the cache.
+    let (report, events) = run_ingest(&o).await;
+    report.expect("ingests again");
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::SignIn { .. })),
+        "no new sign-in"
+    );
+    let s = stats(&url).await;
+    assert_eq!(s["token_requests"]["devicecode"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn a_device_code_poll_slows_down_and_a_code_expires() {
+    let cfg = EmulatorConfig {
+        machines: 20,
+        users: vec![("bob".into(), vec![140])],
+        approve_after: Duration::from_secs(2),
+        device_code_min_poll: Duration::from_secs(3),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let dir = tempdir().expect("tempdir");
+    let mut o = options(&dir.path().join("lake"), &emu.url());
+    o.credentials = Credentials::DeviceCode {
+        client_id: "emulator-client".into(),
+        cache: None,
+    };
+    let began = std::time::Instant::now();
+    let (report, _) = run_ingest(&o).await;
+    report.expect("signs in after slowing down");
+    // The first poll (after 1 s) was too fast; slow_down made the next one 6 s later.
+    assert!(
+        began.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        began.elapsed()
+    );
+
+    let cfg = EmulatorConfig {
+        machines: 20,
+        users: vec![("bob".into(), vec![140])],
+        approve_after: Duration::from_secs(30),
+        device_code_lifetime: Duration::from_secs(2),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let mut o = options(&dir.path().join("lake2"), &emu.url());
+    o.credentials = Credentials::DeviceCode {
+        client_id: "emulator-client".into(),
+        cache: None,
+    };
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("the code expires");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(!dir.path().join("lake2").join("_snapshots").exists());
+}
+
+#[tokio::test]
+async fn the_rate_limits_are_never_exceeded() {
+    let cfg = EmulatorConfig {
+        machines: 600,
+        calls_per_minute: 4,
+        calls_per_hour: 1_000,
+        window_scale: 0.01,
+        ..EmulatorConfig::default()
+    };
+    let users: Vec<String> = fleet(&cfg).user_names().into_iter().take(6).collect();
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let mut o = options(&dir.path().join("lake"), &url);
+    o.page_size = 40;
+    o.users = users;
+    // The emulator's windows (0.6 s and 36 s), a tenth longer for the clock of the
+    // machine under test.
+    o.limits = Limits {
+        per_minute: 4,
+        per_hour: 1_000,
+        minute: Duration::from_millis(660),
+        hour: Duration::from_millis(39_600),
+    };
+    let (report, events) = run_ingest(&o).await;
+    let report = report.expect("ingests");
+    assert!(report.calls.calls > 20, "{:?}", report.calls);
+    let s = stats(&url).await;
+    assert_eq!(
+        s["throttled"],
+        serde_json::json!({}),
+        "429s served for limits: {s}"
+    );
+    assert_eq!(report.calls.throttled, 0);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Waiting {
+                reason: WaitReason::RateLimit,
+                ..
+            }
+        )),
+        "the limiter made the run wait"
+    );
+}
+
+#[tokio::test]
+async fn odd_user_names_each_reach_the_user_route() {
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 30,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let mut o = options(&dir.path().join("lake"), &url);
+    let names = ["../machines", "a b", "o'brien", "jürgen", "x?y#z", "100%"];
+    o.users = names.iter().map(|s| s.to_string()).collect();
+    let (report, _) = run_ingest(&o).await;
+    report.expect("ingests");
+    let s = stats(&url).await;
+    assert_eq!(s["users_asked"], serde_json::json!(names), "{s}");
+    // None of them reached another route.
+    assert_eq!(s["calls"]["/api/machines"]["total"], 1, "{s}");
+    assert_eq!(
+        s["calls"]["/api/users/{id}/machines"]["total"],
+        names.len(),
+        "{s}"
+    );
+    // A name that would be a dot segment is refused before any call.
+    o.users = vec!["..".into()];
+    let (report, _) = run_ingest(&o).await;
+    assert!(matches!(
+        report,
+        Err(IngestError::Page(PageError::BadSegment(_)))
+    ));
+}
+
+#[tokio::test]
+async fn refusals_and_the_page_bound_commit_nothing() {
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 200,
+        roles: vec!["Alert.Read.All".into()],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (report, _) = run_ingest(&options(&lake, &emu.url())).await;
+    let err = report.expect_err("403");
+    assert!(err.to_string().contains("403"), "{err}");
+    assert!(
+        err.to_string().contains("Machine.Read"),
+        "the service's message: {err}"
+    );
+
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 200,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let mut o = options(&lake, &emu.url());
+    o.filter = Some("osBuild gt 19000".into());
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("400");
+    assert!(err.to_string().contains("400"), "{err}");
+    assert!(err.to_string().contains("osBuild"), "{err}");
+
+    let mut o = options(&lake, &emu.url());
+    o.page_size = 10;
+    o.max_pages = 3;
+    let (report, _) = run_ingest(&o).await;
+    assert!(
+        matches!(
+            report,
+            Err(IngestError::Page(PageError::TooManyPages { max: 3 }))
+        ),
+        "{report:?}"
+    );
+    let scan = scan_lake(&lake).expect("the lake exists");
+    assert!(scan.snapshots.is_empty(), "nothing committed");
+    assert!(crate::leftovers(&lake).is_empty(), "nothing left behind");
+}
+
+/// `mdesnap ingest` against an emulator, with the emulator's credentials in the
+/// environment.
+fn ingest_command(url: &str, lake: &Path, secret: &str) -> std::process::Command {
+    let mut c = bin();
+    c.args([
+        "ingest",
+        "--lake",
+        lake.to_str().expect("utf-8"),
+        "--base-url",
+        url,
+        "--authority-url",
+        url,
+        "--graph-base-url",
+        url,
+    ])
+    .env_remove("MDESNAP_LAKE")
+    .env_remove("RUST_LOG")
+    .env("AZURE_TENANT_ID", "emulator-tenant")
+    .env("AZURE_CLIENT_ID", "emulator-client")
+    .env("AZURE_CLIENT_SECRET", secret);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_and_tokens_appear_nowhere() {
+    let secret = "S3cr3t-Only-The-Emulator-Knows-7f3a";
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 150,
+        client_secret: secret.into(),
+        token_lifetime: Duration::from_secs(1),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let out = tokio::task::spawn_blocking({
+        let (url, lake) = (url.clone(), lake.clone());
+        move || {
+            ingest_command(&url, &lake, secret)
+                .args([
+                    "-vv",
+                    "--page-size",
+                    "30",
+                    "--security-states",
+                    "--users",
+                    "x",
+                ])
+                .output()
+                .expect("runs")
+        }
+    })
+    .await
+    .expect("joined");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DEBUG"), "-vv logs: {}", stderr(&out));
+    // Every token the emulator issues starts with this header.
+    let token_head = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT","kid":"emulator"}"#)
+    };
+    let issued: Value = crate::http()
+        .post(format!("{url}/emulator-tenant/oauth2/v2.0/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=client_credentials&client_id=emulator-client&client_secret={secret}&scope=https%3A%2F%2Fapi.securitycenter.microsoft.com%2F.default"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        issued["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&token_head)),
+        "{issued}"
+    );
+    assert!(token_head.len() > 10);
+    let mut places = vec![
+        ("stdout".to_string(), out.stdout.clone()),
+        ("stderr".to_string(), out.stderr.clone()),
+    ];
+    let mut stack = vec![lake.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                places.push((
+                    e.path().display().to_string(),
+                    std::fs::read(e.path()).expect("read"),
+                ));
+            }
+        }
+    }
+    assert!(places.len() > 5, "{places:?}");
+    for (place, bytes) in places {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(secret), "the secret is in {place}");
+        assert!(!text.contains(&token_head), "a token is in {place}");
+    }
+    // A refused secret is not echoed either.
+    let out = ingest_command(&url, &dir.path().join("other"), "wrong-Secret-9c1e")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid_client"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wrong-Secret-9c1e"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 60,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let out = tokio::task::spawn_blocking({
+        let (url, lake) = (url.clone(), lake.clone());
+        move || {
+            ingest_command(&url, &lake, "emulator-secret")
+                .args(["--filter", "osBuild gt 1"])
+                .output()
+                .expect("runs")
+        }
+    })
+    .await
+    .expect("joined");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was committed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot be used in the $filter"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let (url, lake) = (url.clone(), lake.clone());
+        move || {
+            ingest_command(&url, &lake, "emulator-secret")
+                .args(["--json", "--users", "nobody"])
+                .output()
+                .expect("runs")
+        }
+    })
+    .await
+    .expect("joined");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
+    assert_eq!(v["tables"]["machines"], 60);
+    assert_eq!(v["tables"]["user_machines"], 0);
+    assert!(v["snapshot"].as_str().is_some_and(|s| s.len() == 16));
+    for key in ["duplicates_dropped", "calls", "retries", "elapsed_s"] {
+        assert!(v.get(key).is_some(), "{key} in {v}");
+    }
+    let out = tokio::task::spawn_blocking({
+        let (url, lake) = (url.clone(), lake.clone());
+        move || {
+            ingest_command(&url, &lake, "emulator-secret")
+                .output()
+                .expect("runs")
+        }
+    })
+    .await
+    .expect("joined");
+    let line = stdout(&out);
+    assert!(
+        line.starts_with("snapshot ") && line.contains("60 machines") && line.contains(" in "),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_ctrl_c_leave_nothing_visible() {
+    let emu = Emulator::start(EmulatorConfig {
+        machines: 4_000,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    eprintln!("ingest kill test seed {seed}");
+    let mut rng = mdesnap::fleet::Rng::derive(seed, &[]);
+    let args = [
+        "--page-size",
+        "100",
+        "--users",
+        "alice.smith",
+        "--domains",
+        "contoso.com",
+        "--security-states",
+        "--quiet",
+    ];
+    let mut committed = 0;
+    for round in 0..6 {
+        let mut child = ingest_command(&url, &lake, "emulator-secret")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        let delay = rng.range(100, 2_500);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let signal = if round % 2 == 0 { "-KILL" } else { "-INT" };
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("joined")
+            .expect("exits");
+        if signal == "-INT" && status.code() != Some(0) {
+            assert_eq!(status.code(), Some(130), "round {round}");
+        }
+        let n = assert_whole(&lake).await;
+        assert!(n >= committed, "round {round}: snapshots never disappear");
+        committed = n;
+    }
+    // The next run succeeds, whole, and nothing is left over.
+    let out = tokio::task::spawn_blocking({
+        let (url, lake) = (url.clone(), lake.clone());
+        move || {
+            ingest_command(&url, &lake, "emulator-secret")
+                .args(args)
+                .output()
+                .expect("runs")
+        }
+    })
+    .await
+    .expect("joined");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(assert_whole(&lake).await, committed + 1);
+    assert!(crate::leftovers(&lake).is_empty());
+}
