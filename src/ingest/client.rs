@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::{AuthError, TokenSource};
@@ -17,8 +18,9 @@ use super::rate_limit::Limiter;
 
 /// What the API answered.
 #[derive(Debug)]
-pub enum Answer {
-    Json(Value),
+pub enum Answer<T> {
+    /// The body, parsed.
+    Json(T),
     /// 404: no such collection (an empty tenant, an unknown user).
     NotFound,
 }
@@ -127,14 +129,16 @@ impl ApiClient {
         }
     }
 
-    /// GETs `url` of route template `route` (Graph's tokens when `graph`).
-    pub async fn get(
+    /// GETs `url` of route template `route` (Graph's tokens when `graph`), its body
+    /// parsed as `T`; a body that does not parse (a cut the transport did not see) is
+    /// retried like any transient failure.
+    pub async fn get<T: DeserializeOwned>(
         &mut self,
         route: &'static str,
         graph: bool,
         url: &str,
         events: Observer<'_>,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer<T>, ApiError> {
         let mut transient = 0u32;
         let mut throttled = 0u32;
         let mut renewed = false;
@@ -170,7 +174,7 @@ impl ApiClient {
                     }
                     match status {
                         200..=299 => match read_body(response, self.policy.max_body).await {
-                            Ok(body) => match serde_json::from_slice::<Value>(&body) {
+                            Ok(body) => match serde_json::from_slice::<T>(&body) {
                                 Ok(v) => return Ok(Answer::Json(v)),
                                 Err(e) => format!("the answer is not JSON ({e})"),
                             },

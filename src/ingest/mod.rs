@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::{AuthError, Credentials, Secret, TokenEndpoint};
@@ -43,7 +44,7 @@ use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
 use auth::TokenSource;
 use client::ApiClient;
-use pager::{AsyncSink, Budget, IdKey, Linked, T_DOMAIN, T_STATES, T_USER, record_id};
+use pager::{AsyncSink, Budget, IdKey, Linked, RawRecord, T_DOMAIN, T_STATES, T_USER, record_id};
 
 /// The service caps the domain endpoint here, without saying it did.
 pub const DOMAIN_CAP: usize = 500;
@@ -192,8 +193,8 @@ impl IngestReport {
 
 /// What the paging side sends the writer.
 enum ToWriter {
-    Machines(Vec<Value>),
-    States(Vec<Value>),
+    Machines(Vec<RawRecord>),
+    States(Vec<RawRecord>),
     Pairs(Table, Vec<(String, String)>),
     Commit {
         duplicates: u64,
@@ -203,6 +204,12 @@ enum ToWriter {
 
 /// Rows per batch handed to the writer.
 const CHUNK: usize = 8192;
+
+/// A record's JSON text as a value, for the decoder. The text parsed once already
+/// (as part of its page), so an error here is the service's JSON, said as such.
+fn parse_record(index: usize, raw: &RawValue) -> Result<Value, IngestError> {
+    serde_json::from_str(raw.get()).map_err(|_| DecodeError::NotAnObject { index }.into())
+}
 
 /// The writer's thread: decodes what arrives, appends it, commits when told. The
 /// channel closing before `Commit` (an error or Ctrl-C on the paging side) drops the
@@ -237,16 +244,16 @@ fn write_snapshot(
         cancel.check()?;
         match message {
             ToWriter::Machines(records) => {
-                for (i, r) in records.iter().enumerate() {
-                    machines.push(i, r)?;
+                for (i, raw) in records.iter().enumerate() {
+                    machines.push(i, &parse_record(i, raw)?)?;
                     if machines.len() >= CHUNK {
                         flush_machines(&mut machines, &mut writer)?;
                     }
                 }
             }
             ToWriter::States(records) => {
-                for (i, r) in records.iter().enumerate() {
-                    states.push(i, r)?;
+                for (i, raw) in records.iter().enumerate() {
+                    states.push(i, &parse_record(i, raw)?)?;
                     if states.len() >= CHUNK {
                         writer.append(Table::SecurityStates, &states.finish()?)?;
                     }
@@ -286,7 +293,7 @@ struct MachineSink<'a> {
 }
 
 impl AsyncSink for MachineSink<'_> {
-    async fn send(&mut self, records: Vec<Value>) -> Result<(), PageError> {
+    async fn send(&mut self, records: Vec<RawRecord>) -> Result<(), PageError> {
         self.cancel.check().map_err(|_| PageError::WriterGone)?;
         self.tx
             .send(ToWriter::Machines(records))
@@ -467,8 +474,8 @@ async fn page_everything(
             while let Some(page) = pages.next(client, &mut budget, events).await? {
                 for (i, r) in page.records.iter().enumerate() {
                     let id = record_id(&page.url, i, r)?;
-                    if ids.insert(IdKey::of(id)) {
-                        pairs.push((name.clone(), id.to_string()));
+                    if ids.insert(IdKey::of(&id)) {
+                        pairs.push((name.clone(), id));
                     } else {
                         duplicates += 1;
                     }
@@ -498,7 +505,7 @@ async fn page_everything(
             options.cancel.check()?;
             let mut fresh = Vec::with_capacity(page.records.len());
             for (i, r) in page.records.into_iter().enumerate() {
-                if ids.insert(IdKey::of(record_id(&page.url, i, &r)?)) {
+                if ids.insert(IdKey::of(&record_id(&page.url, i, &r)?)) {
                     fresh.push(r);
                 } else {
                     duplicates += 1;

@@ -25,7 +25,8 @@
 use std::collections::HashSet;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::client::{Answer, ApiClient, ApiError};
 use super::endpoints::origin_of;
@@ -140,48 +141,62 @@ pub fn segment(name: &str) -> Result<String, PageError> {
     Ok(utf8_percent_encode(name, SEGMENT).to_string())
 }
 
-/// A collection answer taken apart.
+/// A record as the service sent it: its JSON text, parsed where it is decoded (on
+/// the writer's thread), so a page in flight costs its bytes, not a tree of values.
+pub type RawRecord = Box<RawValue>;
+
+/// A collection answer: `value`, `@odata.nextLink`, `@odata.count`.
+#[derive(Debug, Deserialize)]
 struct Collection {
-    records: Vec<Value>,
-    /// `@odata.nextLink`.
+    #[serde(default)]
+    value: Option<Vec<RawRecord>>,
+    #[serde(rename = "@odata.nextLink", default)]
     next: Option<String>,
-    /// `@odata.count`.
+    #[serde(rename = "@odata.count", default)]
     count: Option<u64>,
 }
 
-/// The `value` records, the `@odata.nextLink` and the `@odata.count` of an answer.
-fn split(url: &str, answer: Answer) -> Result<Collection, PageError> {
+/// A collection answer with its records checked present.
+struct Page {
+    records: Vec<RawRecord>,
+    next: Option<String>,
+    count: Option<u64>,
+}
+
+/// The records, nextLink and count of an answer (none of a 404).
+fn split(url: &str, answer: Answer<Collection>) -> Result<Page, PageError> {
     match answer {
-        Answer::NotFound => Ok(Collection {
+        Answer::NotFound => Ok(Page {
             records: Vec::new(),
             next: None,
             count: None,
         }),
-        Answer::Json(mut v) => {
-            let Some(Value::Array(records)) = v.get_mut("value").map(Value::take) else {
-                return Err(PageError::NoValue {
-                    url: url.to_string(),
-                });
-            };
-            let next = v
-                .get("@odata.nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let count = v.get("@odata.count").and_then(Value::as_u64);
-            Ok(Collection {
+        Answer::Json(c) => match c.value {
+            Some(records) => Ok(Page {
                 records,
-                next,
-                count,
-            })
-        }
+                next: c.next,
+                count: c.count,
+            }),
+            None => Err(PageError::NoValue {
+                url: url.to_string(),
+            }),
+        },
     }
 }
 
+/// Just the `id` of a record; the rest is skipped, not built.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// The id of record `index` of the page at `url`.
-pub fn record_id<'v>(url: &str, index: usize, record: &'v Value) -> Result<&'v str, PageError> {
-    record
-        .get("id")
-        .and_then(Value::as_str)
+pub fn record_id(url: &str, index: usize, record: &RawValue) -> Result<String, PageError> {
+    serde_json::from_str::<IdOnly<'_>>(record.get())
+        .ok()
+        .and_then(|r| r.id)
+        .map(std::borrow::Cow::into_owned)
         .ok_or_else(|| PageError::NoId {
             url: url.to_string(),
             index,
@@ -281,11 +296,11 @@ pub async fn machines(
             url.push_str(&utf8_percent_encode(f, QUERY_VALUE).to_string());
         }
         let answer = client.get(T_LIST, false, &url, events).await?;
-        let Collection { records, next, .. } = split(&url, answer)?;
+        let Page { records, next, .. } = split(&url, answer)?;
         let n = records.len() as u64;
         let mut keys = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            keys.push(IdKey::of(record_id(&url, i, r)?));
+            keys.push(IdKey::of(&record_id(&url, i, r)?));
         }
         // Where this page continues the list: after the newest anchor found again.
         let start = if skip < offset && !tail.is_empty() {
@@ -359,7 +374,7 @@ pub async fn machines(
 pub trait AsyncSink {
     fn send(
         &mut self,
-        records: Vec<Value>,
+        records: Vec<RawRecord>,
     ) -> impl std::future::Future<Output = Result<(), PageError>> + Send;
 }
 
@@ -378,7 +393,7 @@ pub struct Linked {
 #[derive(Debug)]
 pub struct LinkedPage {
     pub url: String,
-    pub records: Vec<Value>,
+    pub records: Vec<RawRecord>,
     /// `@odata.count`, when the service gives it.
     pub count: Option<u64>,
 }
@@ -407,7 +422,7 @@ impl Linked {
         budget.take()?;
         self.asked.insert(url.clone());
         let answer = client.get(self.route, self.graph, &url, events).await?;
-        let Collection {
+        let Page {
             records,
             next: link,
             count,
