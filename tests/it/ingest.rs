@@ -635,6 +635,21 @@ fn ingest_command(url: &str, lake: &Path, secret: &str) -> std::process::Command
     c
 }
 
+/// Runs `mdesnap ingest ARGS` against the emulator at `url` off the async threads (the
+/// in-process emulator keeps serving meanwhile); returns its output.
+async fn ingest_output(
+    url: &str,
+    lake: &Path,
+    secret: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = ingest_command(url, lake, secret);
+    command.args(args);
+    tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_tokens_appear_nowhere() {
     let secret = "S3cr3t-Only-The-Emulator-Knows-7f3a";
@@ -649,24 +664,20 @@ async fn the_secret_and_tokens_appear_nowhere() {
     let url = emu.url();
     let dir = tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
-    let out = tokio::task::spawn_blocking({
-        let (url, lake) = (url.clone(), lake.clone());
-        move || {
-            ingest_command(&url, &lake, secret)
-                .args([
-                    "-vv",
-                    "--page-size",
-                    "30",
-                    "--security-states",
-                    "--users",
-                    "x",
-                ])
-                .output()
-                .expect("runs")
-        }
-    })
-    .await
-    .expect("joined");
+    let out = ingest_output(
+        &url,
+        &lake,
+        secret,
+        &[
+            "-vv",
+            "--page-size",
+            "30",
+            "--security-states",
+            "--users",
+            "x",
+        ],
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("DEBUG"), "-vv logs: {}", stderr(&out));
     // Every token the emulator issues starts with this header.
@@ -735,17 +746,13 @@ async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
     let url = emu.url();
     let dir = tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
-    let out = tokio::task::spawn_blocking({
-        let (url, lake) = (url.clone(), lake.clone());
-        move || {
-            ingest_command(&url, &lake, "emulator-secret")
-                .args(["--filter", "osBuild gt 1"])
-                .output()
-                .expect("runs")
-        }
-    })
-    .await
-    .expect("joined");
+    let out = ingest_output(
+        &url,
+        &lake,
+        "emulator-secret",
+        &["--filter", "osBuild gt 1"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("nothing was committed"),
@@ -758,17 +765,13 @@ async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
         stderr(&out)
     );
 
-    let out = tokio::task::spawn_blocking({
-        let (url, lake) = (url.clone(), lake.clone());
-        move || {
-            ingest_command(&url, &lake, "emulator-secret")
-                .args(["--json", "--users", "nobody"])
-                .output()
-                .expect("runs")
-        }
-    })
-    .await
-    .expect("joined");
+    let out = ingest_output(
+        &url,
+        &lake,
+        "emulator-secret",
+        &["--json", "--users", "nobody"],
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object");
     assert_eq!(v["tables"]["machines"], 60);
@@ -777,16 +780,7 @@ async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
     for key in ["duplicates_dropped", "calls", "retries", "elapsed_s"] {
         assert!(v.get(key).is_some(), "{key} in {v}");
     }
-    let out = tokio::task::spawn_blocking({
-        let (url, lake) = (url.clone(), lake.clone());
-        move || {
-            ingest_command(&url, &lake, "emulator-secret")
-                .output()
-                .expect("runs")
-        }
-    })
-    .await
-    .expect("joined");
+    let out = ingest_output(&url, &lake, "emulator-secret", &[]).await;
     let line = stdout(&out);
     assert!(
         line.starts_with("snapshot ") && line.contains("60 machines") && line.contains(" in "),
@@ -847,17 +841,7 @@ async fn kill_9_and_ctrl_c_leave_nothing_visible() {
         committed = n;
     }
     // The next run succeeds, whole, and nothing is left over.
-    let out = tokio::task::spawn_blocking({
-        let (url, lake) = (url.clone(), lake.clone());
-        move || {
-            ingest_command(&url, &lake, "emulator-secret")
-                .args(args)
-                .output()
-                .expect("runs")
-        }
-    })
-    .await
-    .expect("joined");
+    let out = ingest_output(&url, &lake, "emulator-secret", &args).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(assert_whole(&lake).await, committed + 1);
     assert!(crate::leftovers(&lake).is_empty());
