@@ -397,12 +397,27 @@ fn init_logging(verbose: u8) {
 /// Runs the command until it ends or Ctrl-C: async work is dropped (its temporary
 /// files go with it); blocking work is told through `cancel` and stops by itself.
 async fn run(cli: Cli, cancel: Cancel) -> Result<(), Failure> {
+    // The handler is installed before any work starts: a future that registers on its
+    // first poll could come second in `select!`, after the work had already run up to
+    // its first wait, and a Ctrl-C then would kill the process outright.
+    #[cfg(unix)]
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
+    #[cfg(unix)]
+    let interrupted = async move {
+        sigint.recv().await;
+    };
+    #[cfg(not(unix))]
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
     tokio::select! {
-        result = dispatch(cli.command, cancel.clone()) => result,
-        _ = tokio::signal::ctrl_c() => {
+        biased;
+        () = interrupted => {
             cancel.cancel();
             Err(Failure::Interrupted)
         }
+        result = dispatch(cli.command, cancel.clone()) => result,
     }
 }
 
