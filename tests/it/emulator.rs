@@ -53,7 +53,8 @@ async fn get(
     (status, headers, r.json().await.unwrap_or(Value::Null))
 }
 
-fn fleet(cfg: &EmulatorConfig) -> Fleet {
+/// The fleet an emulator with `cfg` serves on its first day.
+pub fn fleet(cfg: &EmulatorConfig) -> Fleet {
     Fleet::at_day(
         FleetConfig {
             seed: cfg.seed,

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use mdesnap::emulator::{Emulator, EmulatorConfig, Faults, Profile};
-use mdesnap::fleet::{Fleet, FleetConfig};
 use mdesnap::ingest::{
     Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport, Limits, PageError,
     Secret, WaitReason, ingest,
@@ -22,6 +21,7 @@ use mdesnap::{Engine, Names};
 use serde_json::{Map, Value};
 use tempfile::tempdir;
 
+use crate::emulator::fleet;
 use crate::kill::assert_whole;
 use crate::{bin, stderr, stdout};
 
@@ -138,18 +138,6 @@ async fn column(lake: &Path, sql: &str) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn fleet(cfg: &EmulatorConfig) -> Fleet {
-    Fleet::at_day(
-        FleetConfig {
-            seed: cfg.seed,
-            machines: cfg.machines,
-            churn: cfg.churn,
-            start: cfg.start,
-        },
-        cfg.day,
-    )
 }
 
 async fn stats(url: &str) -> Value {
