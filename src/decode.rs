@@ -6,7 +6,17 @@
 //! and nothing is dropped: a property the schema does not know, or a known one whose
 //! value has a shape its column cannot hold, is kept in `extra` as JSON.
 //! Timestamps keep microseconds: the API's seventh fractional digit is truncated.
+//!
+//! Records are read from their JSON text (`push_json`) without building a
+//! `serde_json::Value`: each key's value is first taken as a borrowed raw slice, and the
+//! shapes the service sends (strings without escapes, integers, arrays of strings,
+//! objects of strings) go straight into the column builders. Any other shape takes the
+//! general path, a `Value` of that one property, so both give the same rows; the unit
+//! test `fast_and_general_paths_agree` holds them to it.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -17,6 +27,9 @@ use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::Field;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::schema::{
@@ -56,14 +69,17 @@ impl Default for MachineDecoder {
 impl MachineDecoder {
     /// Adds one record; `index` is its position, for the error message.
     pub fn push(&mut self, index: usize, record: &Value) -> Result<(), DecodeError> {
-        let obj = record
-            .as_object()
-            .ok_or(DecodeError::NotAnObject { index })?;
-        let id = self.entity.push(index, obj)?;
-        if let Some(Value::Array(entries)) = obj.get("ipAddresses") {
-            for entry in entries.iter().filter_map(Value::as_object) {
-                self.ips.push(&id, entry);
-            }
+        if !record.is_object() {
+            return Err(DecodeError::NotAnObject { index });
+        }
+        self.push_json(index, &record.to_string())
+    }
+
+    /// Adds one record given as its JSON text, as a page of the API holds it.
+    pub fn push_json(&mut self, index: usize, text: &str) -> Result<(), DecodeError> {
+        let pushed = self.entity.push_json(index, text)?;
+        if let Some(raw) = pushed.ip_addresses {
+            self.ips.push_all(&pushed.id, raw);
         }
         Ok(())
     }
@@ -97,10 +113,15 @@ impl Default for SecurityStateDecoder {
 impl SecurityStateDecoder {
     /// Adds one record; `index` is its position, for the error message.
     pub fn push(&mut self, index: usize, record: &Value) -> Result<(), DecodeError> {
-        let obj = record
-            .as_object()
-            .ok_or(DecodeError::NotAnObject { index })?;
-        self.0.push(index, obj).map(|_| ())
+        if !record.is_object() {
+            return Err(DecodeError::NotAnObject { index });
+        }
+        self.push_json(index, &record.to_string())
+    }
+
+    /// Adds one record given as its JSON text.
+    pub fn push_json(&mut self, index: usize, text: &str) -> Result<(), DecodeError> {
+        self.0.push_json(index, text).map(|_| ())
     }
 
     /// Rows added since the last `finish`.
@@ -274,6 +295,47 @@ impl Column {
         }
     }
 
+    /// Appends the value whose JSON text is `raw`: the shapes the service sends are
+    /// read in place, any other through `push` on its `Value`. Returns what `push` does.
+    fn push_raw(&mut self, raw: &str) -> bool {
+        if raw == "null" {
+            self.push_null();
+            return true;
+        }
+        let read = match self {
+            Column::String(b) => string_literal(raw).map(|s| b.append_value(s)).is_some(),
+            Column::Bool(b) => match raw {
+                "true" | "false" => {
+                    b.append_value(raw == "true");
+                    true
+                }
+                _ => false,
+            },
+            Column::Int64(b) => raw.parse::<i64>().map(|v| b.append_value(v)).is_ok(),
+            Column::Timestamp(b) => {
+                if let Some(s) = string_literal(raw) {
+                    let v = parse_timestamp_micros(&s);
+                    b.append_option(v);
+                    return v.is_some();
+                }
+                false
+            }
+            Column::StringList(b) => match serde_json::from_str::<Vec<Option<Text<'_>>>>(raw) {
+                Ok(items) => {
+                    for item in items {
+                        b.values().append_option(item.map(|t| t.0));
+                    }
+                    b.append(true);
+                    true
+                }
+                Err(_) => false,
+            },
+            Column::IpList(b) => b.push_raw(raw),
+            Column::Vm(b) => b.push_raw(raw),
+        };
+        read || self.push(Some(&json_value(raw)))
+    }
+
     fn push_null(&mut self) {
         match self {
             Column::String(b) => b.append_null(),
@@ -313,6 +375,121 @@ fn scalar_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
+/// The value of a JSON string literal, borrowed from the text unless it has escapes;
+/// `None` when `raw` is not a string.
+fn string_literal(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains(['\\', '"']) {
+        serde_json::from_str::<Text<'_>>(raw).ok().map(|t| t.0)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
+}
+
+/// A raw value as a `Value`. The text was checked as JSON when its record was read, so
+/// the fallback (keeping the text as a string) is never expected to be taken.
+fn json_value(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+}
+
+/// A JSON string, borrowed from the text when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// Values of an object whose keys are all among `props` (four of them) and whose
+/// values are strings or null, in the order of `props`. Anything else is an error, for
+/// the caller to take the general path.
+type StrFields<'de> = [Option<Cow<'de, str>>; 4];
+
+/// Reads one object of [`StrFields`].
+struct StrObject(&'static [Property]);
+
+impl<'de> DeserializeSeed<'de> for StrObject {
+    type Value = StrFields<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrObject {
+    type Value = StrFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of strings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = StrFields::default();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let slot = self
+                .0
+                .iter()
+                .position(|p| p.api == key.0)
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| de::Error::custom("a key of its own"))?;
+            *slot = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads an array of [`StrFields`] objects.
+struct StrObjects(&'static [Property]);
+
+impl<'de> DeserializeSeed<'de> for StrObjects {
+    type Value = Vec<StrFields<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrObjects {
+    type Value = Vec<StrFields<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of objects of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(entry) = seq.next_element_seed(StrObject(self.0))? {
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+/// `raw` read with `seed` as the whole text, or `None`.
+fn read_raw<'de, S: DeserializeSeed<'de>>(raw: &'de str, seed: S) -> Option<S::Value> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let value = seed.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(value)
+}
+
 /// Parses an API timestamp (RFC 3339, 0 to 9 fractional digits) to microseconds since
 /// the epoch, truncating what is finer than a microsecond.
 pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
@@ -350,6 +527,25 @@ impl IpListBuilder {
         self.validity.push(true);
         self.offsets.push(self.fields[0].len() as i32);
         fits
+    }
+
+    /// The fast path of `push`: an array of objects of strings; false (nothing
+    /// appended) for any other shape.
+    fn push_raw(&mut self, raw: &str) -> bool {
+        let Some(entries) = read_raw(raw, StrObjects(IP_ADDRESS_PROPERTIES)) else {
+            return false;
+        };
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        for entry in entries {
+            for (b, v) in self.fields.iter_mut().zip(entry) {
+                b.append_option(v);
+            }
+        }
+        self.validity.push(true);
+        self.offsets.push(self.fields[0].len() as i32);
+        true
     }
 
     fn push_null(&mut self) {
@@ -440,6 +636,19 @@ impl VmBuilder {
         }
     }
 
+    /// The fast path of `push`: an object of strings; false (nothing appended) for
+    /// any other shape.
+    fn push_raw(&mut self, raw: &str) -> bool {
+        let Some(entry) = read_raw(raw, StrObject(VM_METADATA_PROPERTIES)) else {
+            return false;
+        };
+        for (b, v) in self.fields.iter_mut().zip(entry) {
+            b.append_option(v);
+        }
+        self.validity.push(true);
+        true
+    }
+
     fn push_null(&mut self) {
         for b in &mut self.fields {
             b.append_null();
@@ -469,42 +678,62 @@ struct EntityDecoder {
     columns: Vec<Column>,
     extra: StringBuilder,
     rows: usize,
+    /// The position of each API key among the table's properties.
+    keys: HashMap<&'static str, usize>,
+}
+
+/// What `EntityDecoder::push_json` read besides the row.
+struct Pushed<'t> {
+    id: Cow<'t, str>,
+    /// The raw `ipAddresses` value, for the `ip_addresses` rows.
+    ip_addresses: Option<&'t RawValue>,
 }
 
 impl EntityDecoder {
     fn new(table: Table) -> Self {
+        let props = table.properties();
         EntityDecoder {
             table,
-            columns: table
-                .properties()
-                .iter()
-                .map(|p| Column::new(p.kind))
-                .collect(),
+            columns: props.iter().map(|p| Column::new(p.kind)).collect(),
             extra: StringBuilder::new(),
             rows: 0,
+            keys: props.iter().enumerate().map(|(i, p)| (p.api, i)).collect(),
         }
     }
 
-    /// Appends the record and returns its id.
-    fn push(&mut self, index: usize, obj: &Map<String, Value>) -> Result<String, DecodeError> {
-        let id = match obj.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            _ => return Err(DecodeError::MissingId { index }),
-        };
+    /// Appends the record whose JSON text is `text`.
+    fn push_json<'t>(&mut self, index: usize, text: &'t str) -> Result<Pushed<'t>, DecodeError> {
         let props = self.table.properties();
+        let fields = read_raw(
+            text,
+            RecordSeed {
+                keys: &self.keys,
+                width: props.len(),
+            },
+        )
+        .ok_or(DecodeError::NotAnObject { index })?;
+        let id = self
+            .keys
+            .get("id")
+            .and_then(|&i| fields.slots.get(i).copied().flatten())
+            .and_then(|raw| string_literal(raw.get()))
+            .ok_or(DecodeError::MissingId { index })?;
         let mut extra = Map::new();
-        for (column, prop) in self.columns.iter_mut().zip(props) {
-            let value = obj.get(prop.api);
-            if !column.push(value)
-                && let Some(v) = value
-            {
-                extra.insert(prop.api.to_string(), v.clone());
+        let mut ip_addresses = None;
+        for ((column, prop), slot) in self.columns.iter_mut().zip(props).zip(&fields.slots) {
+            let Some(raw) = slot else {
+                column.push_null();
+                continue;
+            };
+            if prop.kind == Kind::IpAddressList {
+                ip_addresses = Some(*raw);
+            }
+            if !column.push_raw(raw.get()) {
+                extra.insert(prop.api.to_string(), json_value(raw.get()));
             }
         }
-        for (k, v) in obj {
-            if !props.iter().any(|p| p.api == k) {
-                extra.insert(k.clone(), v.clone());
-            }
+        for (key, raw) in fields.unknown {
+            extra.insert(key.into_owned(), json_value(raw.get()));
         }
         if extra.is_empty() {
             self.extra.append_null();
@@ -512,7 +741,7 @@ impl EntityDecoder {
             self.extra.append_value(Value::Object(extra).to_string());
         }
         self.rows += 1;
-        Ok(id)
+        Ok(Pushed { id, ip_addresses })
     }
 
     fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
@@ -532,6 +761,57 @@ impl EntityDecoder {
     }
 }
 
+/// A record's values as raw slices of its text: the known keys by property position
+/// (a repeated key keeps its last value, as a `Value` would), the others in order.
+struct RecordFields<'de> {
+    slots: Vec<Option<&'de RawValue>>,
+    unknown: Vec<(Cow<'de, str>, &'de RawValue)>,
+}
+
+/// Reads a record into [`RecordFields`].
+struct RecordSeed<'k> {
+    keys: &'k HashMap<&'static str, usize>,
+    width: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = RecordFields<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_> {
+    type Value = RecordFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = RecordFields {
+            slots: vec![None; self.width],
+            unknown: Vec::new(),
+        };
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            match self
+                .keys
+                .get(key.0.as_ref())
+                .and_then(|&i| fields.slots.get_mut(i))
+            {
+                Some(slot) => *slot = Some(raw),
+                None => match fields.unknown.iter_mut().find(|(k, _)| *k == key.0) {
+                    Some(seen) => seen.1 = raw,
+                    None => fields.unknown.push((key.0, raw)),
+                },
+            }
+        }
+        Ok(fields)
+    }
+}
+
 /// The rows of the `ip_addresses` table.
 #[derive(Debug, Default)]
 struct IpRows {
@@ -540,9 +820,22 @@ struct IpRows {
 }
 
 impl IpRows {
-    fn push(&mut self, machine_id: &str, entry: &Map<String, Value>) {
-        self.machine.append_value(machine_id);
-        push_object(&mut self.fields, IP_ADDRESS_PROPERTIES, entry);
+    /// Adds a row per entry of a machine's `ipAddresses` (its raw JSON); entries that
+    /// are not objects are not rows.
+    fn push_all(&mut self, machine_id: &str, raw: &RawValue) {
+        if let Some(entries) = read_raw(raw.get(), StrObjects(IP_ADDRESS_PROPERTIES)) {
+            for entry in entries {
+                self.machine.append_value(machine_id);
+                for (b, v) in self.fields.iter_mut().zip(entry) {
+                    b.append_option(v);
+                }
+            }
+        } else if let Value::Array(entries) = json_value(raw.get()) {
+            for entry in entries.iter().filter_map(Value::as_object) {
+                self.machine.append_value(machine_id);
+                push_object(&mut self.fields, IP_ADDRESS_PROPERTIES, entry);
+            }
+        }
     }
 
     fn finish(&mut self) -> Result<RecordBatch, DecodeError> {
@@ -637,6 +930,227 @@ mod tests {
             1_611_559_656_052_313
         );
         assert_eq!(ips.num_rows(), 1);
+    }
+
+    /// The general path alone, as the decoder was before the fast one: every value of
+    /// the record through `Column::push` on its `Value`.
+    fn general(records: &[Value]) -> (RecordBatch, RecordBatch) {
+        let mut entity = EntityDecoder::new(Table::Machines);
+        let mut ips = IpRows::default();
+        let props = Table::Machines.properties();
+        for r in records {
+            let obj = r.as_object().expect("an object");
+            let mut extra = Map::new();
+            for (column, prop) in entity.columns.iter_mut().zip(props) {
+                let value = obj.get(prop.api);
+                if !column.push(value)
+                    && let Some(v) = value
+                {
+                    extra.insert(prop.api.to_string(), v.clone());
+                }
+            }
+            for (k, v) in obj {
+                if !props.iter().any(|p| p.api == k) {
+                    extra.insert(k.clone(), v.clone());
+                }
+            }
+            if extra.is_empty() {
+                entity.extra.append_null();
+            } else {
+                entity.extra.append_value(Value::Object(extra).to_string());
+            }
+            entity.rows += 1;
+            if let Some(Value::Array(entries)) = obj.get("ipAddresses") {
+                let id = obj["id"].as_str().expect("an id");
+                for entry in entries.iter().filter_map(Value::as_object) {
+                    ips.machine.append_value(id);
+                    push_object(&mut ips.fields, IP_ADDRESS_PROPERTIES, entry);
+                }
+            }
+        }
+        (
+            entity.finish().expect("a batch"),
+            ips.finish().expect("a batch"),
+        )
+    }
+
+    /// Odd but possible shapes of every kind of property, each of which the fast path
+    /// must either read as the general path does or hand over to it.
+    fn odd_records() -> Vec<Value> {
+        let shapes: Vec<(&str, Vec<Value>)> = vec![
+            (
+                "computerDnsName",
+                vec![
+                    json!("tab\there \"q\" é 😀"),
+                    json!(12),
+                    json!(1.5e3),
+                    json!(true),
+                    json!([1]),
+                    json!({"a": 1}),
+                    json!(""),
+                ],
+            ),
+            (
+                "isAadJoined",
+                vec![
+                    json!("TRUE"),
+                    json!("false"),
+                    json!("yes"),
+                    json!(0),
+                    json!([]),
+                ],
+            ),
+            (
+                "rbacGroupId",
+                vec![
+                    json!("140"),
+                    json!(" 7 "),
+                    json!(3.0),
+                    json!(3.5),
+                    json!(-0),
+                    json!(9_223_372_036_854_775_807i64),
+                    json!(18_446_744_073_709_551_615u64),
+                    json!(1e300),
+                    json!("x"),
+                    json!(false),
+                ],
+            ),
+            (
+                "lastSeen",
+                vec![
+                    json!("2021-01-25T07:27:36.0523137Z"),
+                    json!("2021-01-25T07:27:36+02:00"),
+                    json!("2021-01-25"),
+                    json!("2021-01-25T07:27:36.1234567891Z"),
+                    json!(17),
+                    json!(""),
+                ],
+            ),
+            (
+                "machineTags",
+                vec![
+                    json!([]),
+                    json!(["a", null, "b\\c"]),
+                    json!([1, "a"]),
+                    json!([["a"]]),
+                    json!("a"),
+                    json!({"a": "b"}),
+                ],
+            ),
+            (
+                "ipAddresses",
+                vec![
+                    json!([]),
+                    json!([{"ipAddress": "10.0.0.1"}]),
+                    json!([{"ipAddress": "10.0.0.1", "type": null, "vlan": 4}]),
+                    json!([{"ipAddress": 1}]),
+                    json!([7, {"macAddress": "m"}]),
+                    json!([{"ipAddress": "a", "ipAddress": "b"}]),
+                    json!({"ipAddress": "a"}),
+                    json!("x"),
+                ],
+            ),
+            (
+                "vmMetadata",
+                vec![
+                    json!({}),
+                    json!({"vmId": "v", "cloudProvider": null}),
+                    json!({"vmId": ["v"]}),
+                    json!({"zone": "z"}),
+                    json!([]),
+                    json!(3),
+                ],
+            ),
+            (
+                "newField",
+                vec![json!(null), json!({"deep": [1, {"x": null}]}), json!("s")],
+            ),
+        ];
+        let mut out = Vec::new();
+        for (key, values) in shapes {
+            for (i, v) in values.into_iter().enumerate() {
+                let mut r = samples()[i % 5].clone();
+                r.as_object_mut()
+                    .expect("an object")
+                    .insert(key.to_string(), v);
+                out.push(r);
+            }
+        }
+        // A record with only an id, and one with an escaped id.
+        out.push(json!({"id": "only"}));
+        out.push(json!({"id": "a\"b\\c"}));
+        out
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree() {
+        let fleet = crate::fleet::Fleet::new(crate::fleet::FleetConfig {
+            seed: 7,
+            machines: 300,
+            churn: crate::fleet::FleetConfig::DEFAULT_CHURN,
+            start: crate::fleet::FleetConfig::default_start(),
+        });
+        let mut records: Vec<Value> = fleet
+            .machines()
+            .iter()
+            .map(|m| fleet.machine_record(m))
+            .collect();
+        records.extend(samples());
+        records.extend(odd_records());
+        let mut fast = MachineDecoder::default();
+        for (i, r) in records.iter().enumerate() {
+            fast.push(i, r).expect("decodes");
+        }
+        let (machines, ips) = fast.finish().expect("batches");
+        let (want_machines, want_ips) = general(&records);
+        for (column, field) in want_machines.schema().fields().iter().enumerate() {
+            assert_eq!(
+                machines.column(column).as_ref(),
+                want_machines.column(column).as_ref(),
+                "column {}",
+                field.name()
+            );
+        }
+        assert_eq!(ips, want_ips);
+        assert!(machines.num_rows() > 300 && ips.num_rows() > 300);
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value_and_the_first_place() {
+        let mut d = MachineDecoder::default();
+        d.push_json(
+            0,
+            r#"{"id":"a","riskScore":"Low","zz":1,"yy":2,"zz":3,"riskScore":"High","id":"b"}"#,
+        )
+        .expect("decodes");
+        let (m, _) = d.finish().expect("a batch");
+        assert_eq!(
+            m.column_by_name("id")
+                .expect("col")
+                .as_string::<i32>()
+                .value(0),
+            "b"
+        );
+        let risk = m.column_by_name("risk_score").expect("col");
+        assert_eq!(risk.as_string::<i32>().value(0), "High");
+        let extra = m.column_by_name("extra").expect("col");
+        assert_eq!(extra.as_string::<i32>().value(0), r#"{"zz":3,"yy":2}"#);
+    }
+
+    #[test]
+    fn json_text_that_is_not_one_object_is_refused() {
+        let mut d = MachineDecoder::default();
+        for (i, text) in ["[]", "{\"id\":\"a\"} {}", "{\"id\":\"a\"", "", "null"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                d.push_json(i, text),
+                Err(DecodeError::NotAnObject { index: i }),
+                "{text}"
+            );
+        }
+        assert!(d.is_empty());
     }
 
     #[test]

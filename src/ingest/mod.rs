@@ -7,8 +7,9 @@
 //! a fleet that changes mid-run, nextLinks checked before they are followed).
 //!
 //! Records go through the same decoders `generate` uses into one
-//! [`SnapshotWriter`], which runs on a blocking thread of its own: while it decodes and
-//! encodes a page, the next one is on its way. Pages stream through; nothing holds the
+//! [`SnapshotWriter`] ([`write_records`]): one blocking thread decodes JSON to Arrow
+//! while another encodes the batch before to Parquet, and the next page is on its way
+//! meanwhile. Pages stream through; nothing holds the
 //! whole tenant. All tables of the run publish together at the commit, or none do: an
 //! error, a dropped future (Ctrl-C) or a cancel before it leaves nothing visible, and
 //! the writer removes its files (a `kill -9` leaves leftovers the next writer removes).
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::{AuthError, Credentials, Secret, TokenEndpoint};
@@ -42,9 +42,11 @@ use crate::decode::{DecodeError, MachineDecoder, PairBuilder, SecurityStateDecod
 use crate::lake::{LakeError, SnapshotWriter, WriterOptions};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
+use arrow::record_batch::RecordBatch;
 use auth::TokenSource;
 use client::ApiClient;
-use pager::{AsyncSink, Budget, IdKey, Linked, RawRecord, T_DOMAIN, T_STATES, T_USER, record_id};
+pub use pager::RawRecord;
+use pager::{AsyncSink, Budget, IdKey, Linked, T_DOMAIN, T_STATES, T_USER, record_id};
 
 /// The service caps the domain endpoint here, without saying it did.
 pub const DOMAIN_CAP: usize = 500;
@@ -191,99 +193,146 @@ impl IngestReport {
     }
 }
 
-/// What the paging side sends the writer.
-enum ToWriter {
+/// What the paging side sends the writer, in order.
+#[derive(Debug)]
+pub enum ToWriter {
+    /// Machine records (JSON text each) of one page.
     Machines(Vec<RawRecord>),
+    /// MachineSecurityState records of one page.
     States(Vec<RawRecord>),
+    /// `(user or domain, machine id)` rows of `user_machines` or `domain_machines`.
     Pairs(Table, Vec<(String, String)>),
-    Commit {
-        duplicates: u64,
-        reply: oneshot::Sender<Result<Manifest, IngestError>>,
-    },
+    /// Everything was sent: commit, noting the duplicates the pager dropped.
+    Commit { duplicates: u64 },
 }
 
 /// Rows per batch handed to the writer.
 const CHUNK: usize = 8192;
 
-/// A record's JSON text as a value, for the decoder. The text parsed once already
-/// (as part of its page), so an error here is the service's JSON, said as such.
-fn parse_record(index: usize, raw: &RawValue) -> Result<Value, IngestError> {
-    serde_json::from_str(raw.get()).map_err(|_| DecodeError::NotAnObject { index }.into())
-}
-
-/// The writer's thread: decodes what arrives, appends it, commits when told. The
-/// channel closing before `Commit` (an error or Ctrl-C on the paging side) drops the
-/// writer, which removes its files.
-fn write_snapshot(
-    lake: PathBuf,
-    options: WriterOptions,
-    cancel: Cancel,
-    mut rx: mpsc::Receiver<ToWriter>,
-    ready: oneshot::Sender<Result<SnapshotId, IngestError>>,
-) -> Result<(), IngestError> {
-    let mut writer = match SnapshotWriter::create(&lake, options) {
-        Ok(w) => {
-            let _ = ready.send(Ok(w.id()));
-            w
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e.into()));
-            return Ok(());
-        }
-    };
-    let mut machines = MachineDecoder::default();
-    let mut states = SecurityStateDecoder::default();
-    let flush_machines =
-        |d: &mut MachineDecoder, w: &mut SnapshotWriter| -> Result<(), IngestError> {
-            let (m, ips) = d.finish()?;
-            w.append(Table::Machines, &m)?;
-            w.append(Table::IpAddresses, &ips)?;
-            Ok(())
-        };
-    while let Some(message) = rx.blocking_recv() {
-        cancel.check()?;
-        match message {
-            ToWriter::Machines(records) => {
-                for (i, raw) in records.iter().enumerate() {
-                    machines.push(i, &parse_record(i, raw)?)?;
-                    if machines.len() >= CHUNK {
-                        flush_machines(&mut machines, &mut writer)?;
-                    }
+/// Writes a snapshot's records: decoded from JSON to Arrow on a thread of its own,
+/// encoded to Parquet on the calling one, so one page is decoded while the one before
+/// is encoded (the ingester's writer; public for the benchmark). Returns the manifest
+/// once `Commit` arrives. Without it (the source ends first), or on an error, the
+/// writer is dropped and removes its files.
+pub fn write_records(
+    mut writer: SnapshotWriter,
+    cancel: &Cancel,
+    source: impl Iterator<Item = ToWriter> + Send,
+) -> Result<Option<Manifest>, IngestError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Decoded, IngestError>>(2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Err(e) = decode_records(cancel, source, &tx) {
+                // The writer may be gone already, with an error of its own.
+                let _ = tx.send(Err(e));
+            }
+        });
+        // Dropping `rx` on the way out ends the decoding thread at its next send.
+        for decoded in rx {
+            match decoded? {
+                Decoded::Batch(table, batch) => writer.append(table, &batch)?,
+                Decoded::Commit { duplicates } => {
+                    cancel.check()?;
+                    writer.add_duplicates_dropped(duplicates);
+                    return Ok(Some(writer.commit()?));
                 }
             }
-            ToWriter::States(records) => {
+        }
+        Ok(None)
+    })
+}
+
+/// What the decoding thread hands the encoding one.
+enum Decoded {
+    Batch(Table, RecordBatch),
+    Commit { duplicates: u64 },
+}
+
+/// The decoding side of [`write_records`]. Returns early, quietly, when the encoding
+/// side has gone (it has its own error to report).
+fn decode_records(
+    cancel: &Cancel,
+    source: impl Iterator<Item = ToWriter>,
+    out: &std::sync::mpsc::SyncSender<Result<Decoded, IngestError>>,
+) -> Result<(), IngestError> {
+    let mut machines = MachineDecoder::default();
+    let mut states = SecurityStateDecoder::default();
+    let send =
+        |table: Table, batch: RecordBatch| out.send(Ok(Decoded::Batch(table, batch))).is_ok();
+    let flush_machines = |d: &mut MachineDecoder| -> Result<bool, IngestError> {
+        if d.is_empty() {
+            return Ok(true);
+        }
+        let (m, ips) = d.finish()?;
+        Ok(send(Table::Machines, m) && send(Table::IpAddresses, ips))
+    };
+    for message in source {
+        cancel.check()?;
+        let open = match message {
+            ToWriter::Machines(records) => {
+                let mut open = true;
                 for (i, raw) in records.iter().enumerate() {
-                    states.push(i, &parse_record(i, raw)?)?;
-                    if states.len() >= CHUNK {
-                        writer.append(Table::SecurityStates, &states.finish()?)?;
+                    machines.push_json(i, raw.get())?;
+                    if machines.len() >= CHUNK {
+                        open &= flush_machines(&mut machines)?;
                     }
                 }
+                open
+            }
+            ToWriter::States(records) => {
+                let mut open = true;
+                for (i, raw) in records.iter().enumerate() {
+                    states.push_json(i, raw.get())?;
+                    if states.len() >= CHUNK {
+                        open &= send(Table::SecurityStates, states.finish()?);
+                    }
+                }
+                open
             }
             ToWriter::Pairs(table, pairs) => {
                 let mut b = PairBuilder::new(table);
                 for (key, id) in &pairs {
                     b.push(key, id);
                 }
-                writer.append(table, &b.finish()?)?;
+                send(table, b.finish()?)
             }
-            ToWriter::Commit { duplicates, reply } => {
-                let result = (|| {
-                    flush_machines(&mut machines, &mut writer)?;
-                    if !states.is_empty() {
-                        writer.append(Table::SecurityStates, &states.finish()?)?;
-                    }
-                    cancel.check()?;
-                    writer.add_duplicates_dropped(duplicates);
-                    Ok(writer.commit()?)
-                })();
-                let _ = reply.send(result);
+            ToWriter::Commit { duplicates } => {
+                let mut open = flush_machines(&mut machines)?;
+                if !states.is_empty() {
+                    open &= send(Table::SecurityStates, states.finish()?);
+                }
+                let _ = open && out.send(Ok(Decoded::Commit { duplicates })).is_ok();
                 return Ok(());
             }
+        };
+        if !open {
+            return Ok(());
         }
     }
-    // The paging side went away without committing: `writer` is dropped here and
-    // removes what it wrote.
     Ok(())
+}
+
+/// The writer's thread: creates the snapshot, says so, and runs [`write_records`] on
+/// what the paging side sends. The channel closing before `Commit` (an error or Ctrl-C
+/// on the paging side) drops the writer, which removes its files.
+fn write_snapshot(
+    lake: PathBuf,
+    options: WriterOptions,
+    cancel: Cancel,
+    mut rx: mpsc::Receiver<ToWriter>,
+    ready: oneshot::Sender<Result<SnapshotId, IngestError>>,
+) -> Result<Option<Manifest>, IngestError> {
+    let writer = match SnapshotWriter::create(&lake, options) {
+        Ok(w) => {
+            let _ = ready.send(Ok(w.id()));
+            w
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(None);
+        }
+    };
+    write_records(writer, &cancel, std::iter::from_fn(|| rx.blocking_recv()))
 }
 
 /// Sends machine pages to the writer.
@@ -372,11 +421,11 @@ pub async fn ingest(
     let writer = tokio::task::spawn_blocking(move || {
         write_snapshot(lake, writer_options, cancel, rx, ready_tx)
     });
-    let writer_error = |writer: tokio::task::JoinHandle<Result<(), IngestError>>| async move {
+    let writer_error = |writer: tokio::task::JoinHandle<Result<Option<Manifest>, IngestError>>| async move {
         match writer.await {
             Ok(Err(e)) => Some(e),
             Err(e) => Some(IngestError::WriterPanicked(e.to_string())),
-            Ok(Ok(())) => None,
+            Ok(Ok(_)) => None,
         }
     };
     match ready_rx.await {
@@ -410,19 +459,14 @@ pub async fn ingest(
             });
         }
     };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let sent = tx
-        .send(ToWriter::Commit {
-            duplicates,
-            reply: reply_tx,
-        })
-        .await;
+    // A failed send means the writer has gone: its own result says why.
+    let _ = tx.send(ToWriter::Commit { duplicates }).await;
     drop(tx);
-    let committed = match (sent, reply_rx.await) {
-        (Ok(()), Ok(result)) => result,
-        _ => Err(writer_error(writer)
-            .await
-            .unwrap_or_else(|| IngestError::WriterPanicked("no commit".into()))),
+    let committed = match writer.await {
+        Ok(Ok(Some(manifest))) => Ok(manifest),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(IngestError::WriterPanicked(e.to_string())),
+        Ok(Ok(None)) => Err(IngestError::WriterPanicked("no commit".into())),
     }?;
     Ok(IngestReport {
         manifest: committed,
