@@ -68,6 +68,9 @@ pub struct EmulatorConfig {
     pub empty_tenant_404: bool,
     /// Emit `@odata.nextLink` also when `$top` was given.
     pub next_link_with_top: bool,
+    /// At most this many machines a list page whatever `$top` asks, with a nextLink to
+    /// the rest: a service paging below `$top` (library only, for tests).
+    pub max_page: Option<usize>,
     pub faults: Faults,
     /// How long a `slow` fault delays the response.
     pub slow: Duration,
@@ -100,6 +103,7 @@ impl Default for EmulatorConfig {
             legacy_user_404: false,
             empty_tenant_404: true,
             next_link_with_top: false,
+            max_page: None,
             faults: Faults::default(),
             slow: Duration::from_secs(2),
         }
@@ -135,7 +139,7 @@ impl EmulatorConfig {
             start: self.start,
         };
         fleet.validate(self.day).map_err(EmulatorError::Setting)?;
-        let checks: [(bool, &'static str); 9] = [
+        let checks: [(bool, &'static str); 10] = [
             (
                 self.calls_per_minute >= 1,
                 "--calls-per-minute must be at least 1",
@@ -153,6 +157,10 @@ impl EmulatorConfig {
             (
                 (1..=10_000).contains(&self.page_size),
                 "--page-size must be from 1 to 10000",
+            ),
+            (
+                self.max_page != Some(0),
+                "the largest page must hold at least one machine",
             ),
             (
                 !self.token_lifetime.is_zero() && self.token_lifetime <= Self::MAX_TOKEN_LIFETIME,

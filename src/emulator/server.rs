@@ -568,12 +568,13 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
     if filter.is_none() && ids.is_empty() && sh.config.empty_tenant_404 {
         return Reply::error(sh, 404, "ResourceNotFound", "No recent machines found");
     }
-    let page_len = top.map_or(sh.config.page_size, |t| t as usize);
+    let asked = top.map_or(sh.config.page_size, |t| t as usize);
+    let page_len = sh.config.max_page.map_or(asked, |cap| asked.min(cap));
     let end = skip.saturating_add(page_len).min(ids.len());
     let page = ids.get(skip..end).unwrap_or(&[]);
     let more = end < ids.len();
     let mut next_link = None;
-    if more && (top.is_none() || sh.config.next_link_with_top) {
+    if more && (top.is_none() || sh.config.next_link_with_top || page_len < asked) {
         let buggy_link = !page.is_empty() && sh.lock().roll(FaultKind::BuggyNextLink);
         // Built from every part sent, nameless ones included, so a buggy link followed
         // gives the same buggy link again, as the service did.

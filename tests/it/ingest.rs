@@ -80,10 +80,22 @@ async fn get_json(url: &str, path: &str) -> Value {
 
 /// Every machine the emulator serves now, as records by id, times at microseconds.
 async fn service_records(url: &str) -> BTreeMap<String, Map<String, Value>> {
-    let doc = get_json(url, "/api/machines?$top=10000").await;
-    doc["value"]
-        .as_array()
-        .expect("value")
+    let mut records = Vec::new();
+    let mut path = "/api/machines?$top=10000".to_string();
+    loop {
+        let doc = get_json(url, &path).await;
+        records.extend(doc["value"].as_array().expect("value").iter().cloned());
+        match doc["@odata.nextLink"].as_str() {
+            Some(link) => {
+                path = link
+                    .strip_prefix(url)
+                    .expect("a link of the service")
+                    .into()
+            }
+            None => break,
+        }
+    }
+    records
         .iter()
         .map(|r| {
             let mut r = r.as_object().expect("object").clone();
@@ -334,6 +346,38 @@ async fn faults_expiring_tokens_and_a_changing_fleet_lose_nothing() {
             .iter()
             .any(|e| matches!(e, Event::Warning(w) if w.contains("nextLink")))
     );
+}
+
+#[tokio::test]
+async fn a_service_paging_below_top_is_followed_by_its_links() {
+    // Pages of 37 where 100 were asked: each short page comes with a nextLink, which
+    // must be followed rather than taken for the end of the list.
+    let cfg = EmulatorConfig {
+        machines: 250,
+        max_page: Some(37),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let mut o = options(&lake, &url);
+    o.page_size = 100;
+    let (report, events) = run_ingest(&o).await;
+    let report = report.expect("ingests");
+    assert!(report.pages >= 7, "paged: {}", report.pages);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Warning(_))),
+        "a link that advances is no cause for a warning: {events:?}"
+    );
+    let ours = lake_records(&lake).await;
+    let theirs = service_records(&url).await;
+    assert_eq!(ours.len(), 250);
+    assert_eq!(theirs.len(), 250);
+    for (id, record) in &theirs {
+        assert_eq!(ours.get(id), Some(record), "{id}");
+    }
+    assert_eq!(report.manifest.duplicates_dropped, 0);
 }
 
 #[tokio::test]

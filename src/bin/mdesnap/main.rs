@@ -599,6 +599,7 @@ async fn emulate(args: EmulateArgs) -> Result<(), Failure> {
         legacy_user_404: args.legacy_user_404,
         empty_tenant_404: true,
         next_link_with_top: args.next_link_with_top,
+        max_page: None,
         faults,
         slow: seconds("--slow-seconds", args.slow_seconds)?,
     };
