@@ -20,12 +20,21 @@ use datafusion::prelude::SessionConfig;
 use crate::catalog::{SnapshotTable, snapshots_table};
 use crate::error::{Error, Result};
 use crate::lake::{LakeScan, scan_lake};
-use crate::odata::query::parse_query;
+use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
 use crate::odata::to_expr::{Scope, TranslateError, to_expr, to_value_expr};
 use crate::odata::{ODataError, ODataQuery};
+use crate::output::{Envelope, Format};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
+
+/// A statement planned: its DataFrame, and for an OData request how its result is
+/// written (`@odata.context`, `@odata.count`, API records).
+#[derive(Debug)]
+pub struct Planned {
+    pub df: DataFrame,
+    pub envelope: Option<Envelope>,
+}
 
 /// Which names OData results carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -343,6 +352,47 @@ impl Engine {
             count,
             query: q,
         })
+    }
+
+    /// Plans one statement as `query` and the REPL take it: an OData request (see
+    /// [`looks_like_odata`]) with the names asked for, or else SQL. `format` is where
+    /// the result goes, for the one check that depends on it: `odata-json` answers
+    /// OData requests only.
+    pub async fn plan(&self, text: &str, names: Names, format: Format) -> Result<Planned> {
+        if looks_like_odata(text) {
+            let response = self.odata_request(text, names).await?;
+            let envelope = Envelope {
+                context: format!(
+                    "{}/api/$metadata#{}",
+                    self.api_origin(),
+                    response.query.table.entity_set()
+                ),
+                count: response.count,
+                api_records: names == Names::Api,
+            };
+            return Ok(Planned {
+                df: response.df,
+                envelope: Some(envelope),
+            });
+        }
+        if format == Format::ODataJson {
+            return Err(Error::ODataJsonForSql);
+        }
+        Ok(Planned {
+            df: self.sql(text).await?,
+            envelope: None,
+        })
+    }
+
+    /// The origin `@odata.context` names: the API the latest snapshot came from, else
+    /// the commercial cloud's.
+    pub fn api_origin(&self) -> String {
+        self.scan
+            .snapshots
+            .last()
+            .map(|m| m.source.trim_end_matches('/').to_string())
+            .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+            .unwrap_or_else(|| "https://api.security.microsoft.com".to_string())
     }
 
     /// The registered table names, sorted.

@@ -83,6 +83,8 @@ pub enum Error {
     #[error("invalid generator setting: {0}")]
     Generator(&'static str),
     /// The work was cancelled (Ctrl-C); nothing it had not committed stays.
+    #[error("--format odata-json answers OData requests (machines?$filter=...), not SQL")]
+    ODataJsonForSql,
     #[error("interrupted")]
     Interrupted(#[from] crate::cancel::Interrupted),
 }

@@ -9,7 +9,8 @@
 //! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
 //! - [`catalog`] and [`engine`]: the lake's tables in DataFusion;
 //! - [`odata`]: the `$filter` language and query options, translated to DataFusion;
-//! - [`output`]: the result formats of `mdesnap query`.
+//! - [`output`]: the result formats of `mdesnap query`, the streaming table printer;
+//! - [`repl`]: the console: statements, meta-commands, the prompt.
 //!
 //! ```no_run
 //! # async fn demo() -> mdesnap::Result<()> {
@@ -23,6 +24,7 @@
 pub mod cancel;
 pub mod catalog;
 pub mod decode;
+pub mod demo;
 pub mod emulator;
 pub mod engine;
 pub mod error;
@@ -32,6 +34,7 @@ pub mod ingest;
 pub mod lake;
 pub mod odata;
 pub mod output;
+pub mod repl;
 pub mod schema;
 pub mod snapshot;
 

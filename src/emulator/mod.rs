@@ -122,6 +122,8 @@ pub enum EmulatorError {
     Setting(&'static str),
     #[error("the emulated fleet does not decode: {0}")]
     Fleet(#[from] crate::decode::DecodeError),
+    #[error("cannot advance the fleet: {0}")]
+    Advance(String),
 }
 
 impl EmulatorConfig {
@@ -195,6 +197,7 @@ impl EmulatorConfig {
 #[derive(Debug)]
 pub struct Emulator {
     addr: SocketAddr,
+    shared: Arc<state::Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -216,7 +219,7 @@ impl Emulator {
                 source,
             })?;
         let shared = Arc::new(state::Shared::new(config)?);
-        let app = server::router(shared);
+        let app = server::router(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -228,6 +231,7 @@ impl Emulator {
         });
         Ok(Emulator {
             addr,
+            shared,
             stop: Some(tx),
             task: Some(task),
         })
@@ -241,6 +245,24 @@ impl Emulator {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The fleet's current time: the moment a snapshot taken now would be of.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.lock().view.fleet.now()
+    }
+
+    /// Moves the fleet on by `days`, as `POST /_emulator/advance` does.
+    pub fn advance(&self, days: u32) -> Result<(), EmulatorError> {
+        let mut inner = self.shared.lock();
+        let far = inner.view.fleet.day().saturating_add(days);
+        inner
+            .view
+            .fleet
+            .config()
+            .validate(far)
+            .map_err(|why| EmulatorError::Advance(why.to_string()))?;
+        Ok(inner.advance(days)?)
     }
 
     /// Serves until stopped by a signal or the task ends.

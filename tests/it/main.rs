@@ -10,6 +10,7 @@ mod interrupt;
 mod kill;
 mod lake;
 mod odata;
+mod repl;
 mod sample_data;
 mod snapshots;
 

@@ -41,6 +41,8 @@ fn help_pages() {
     for (name, args) in [
         ("help", vec!["--help"]),
         ("help_query", vec!["query", "--help"]),
+        ("help_repl", vec!["repl", "--help"]),
+        ("help_demo", vec!["demo", "--help"]),
         ("help_snapshots", vec!["snapshots", "--help"]),
         ("help_snapshots_list", vec!["snapshots", "list", "--help"]),
         ("help_snapshots_show", vec!["snapshots", "show", "--help"]),

@@ -10,13 +10,16 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mdesnap::Cancel;
+use mdesnap::demo::{DemoOptions, GUIDE, SAMPLE_QUERIES, prepare};
 use mdesnap::emulator::Profile;
+use mdesnap::engine::Planned;
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, parse_duration, prune, scan_lake};
-use mdesnap::odata::query::looks_like_odata;
 use mdesnap::odata::render_caret;
-use mdesnap::output::{Envelope, Format, write_file, write_stream};
+use mdesnap::output::{Format, write_file, write_stream};
+use mdesnap::repl::interactive::{piped, prompt};
+use mdesnap::repl::{Flow, Interrupts, ReplError, Session};
 use mdesnap::snapshot::{SnapshotId, parse_time};
 use mdesnap::{Engine, Names, Table};
 
@@ -87,6 +90,27 @@ snapshot with a `snapshot` column, and `snapshots` (one row per snapshot).\n\n\
 Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n FROM machines GROUP BY 1 ORDER BY n DESC\""
     )]
     Query(QueryArgs),
+    /// An interactive console for SQL and OData over a lake
+    #[command(
+        long_about = "An interactive console for SQL and OData over a lake. On a terminal: a \
+banner, a prompt with history ($MDESNAP_HISTORY, else $XDG_STATE_HOME/mdesnap/history), Tab \
+completion and reverse search (Ctrl-R). SQL runs when it ends with ';' (it may span lines); a line \
+like machines?$filter=... is an OData request and runs on Enter. Meta-commands: \\? lists them \
+(\\dt, \\d TABLE, \\snapshots, \\asof, \\format, \\timing, \\o, \\maxrows, \\i, \\refresh, \\pager, \\q). \
+Ctrl-C cancels a running statement, Ctrl-D quits.\n\n\
+With -c or -f, or with statements piped on stdin (`mdesnap repl < script.sql`), it runs them \
+without banner or prompt; the first failing statement stops the run with exit 2. See docs/repl.md."
+    )]
+    Repl(ReplArgs),
+    /// Try mdesnap with no tenant: emulate one, ingest a week of it, open the console
+    #[command(
+        long_about = "Try mdesnap with no tenant and no credentials: start the API emulator \
+in-process, take one snapshot a day for --days emulated days through the real ingest path into \
+--lake (default ./mdesnap-demo), then open the console with a short guide. When stdin is not a \
+terminal it runs sample queries instead and exits. Run again, it reuses the demo lake (--fresh \
+makes it again); a folder holding anything but a demo lake is left alone."
+    )]
+    Demo(DemoArgs),
     /// List, show and prune the snapshots of a lake
     Snapshots {
         #[command(subcommand)]
@@ -228,6 +252,45 @@ struct QueryArgs {
     sql_names: bool,
     /// The SQL statement, or an OData request like 'machines?$filter=riskScore eq 'High'&$top=10' (quote it so the shell leaves $ alone)
     statement: String,
+}
+
+#[derive(Debug, Args)]
+struct ReplArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Point the latest tables at the last snapshot taken at or before TIME (RFC 3339, a date, or a snapshot id)
+    #[arg(long, value_name = "TIME")]
+    as_of: Option<String>,
+    /// Run STATEMENT (one or several, separated by ';') and exit; repeatable
+    #[arg(short = 'c', long = "command", value_name = "STATEMENT")]
+    command: Vec<String>,
+    /// Run the statements of FILE and exit
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "command"
+    )]
+    file: Option<PathBuf>,
+    /// Output format (\format changes it)
+    #[arg(long, default_value = "table", value_parser = format_parser())]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The demo lake's folder
+    #[arg(long, default_value = "./mdesnap-demo")]
+    lake: PathBuf,
+    /// Emulated days to take, one snapshot each (1 to 60)
+    #[arg(long, default_value_t = mdesnap::demo::DemoOptions::DEFAULT_DAYS, value_parser = clap::value_parser!(u32).range(1..=60))]
+    days: u32,
+    /// Machines in the emulated tenant (5 to 100000)
+    #[arg(long, default_value_t = mdesnap::demo::DemoOptions::DEFAULT_MACHINES, value_parser = clap::value_parser!(u64).range(5..=100_000))]
+    machines: u64,
+    /// Make the demo lake again even if one is there
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,6 +474,12 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<(), Failure> {
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // The console and the demo handle Ctrl-C themselves: it cancels a statement
+    // there, not the whole command.
+    if matches!(cli.command, Command::Repl(_) | Command::Demo(_)) {
+        drop(interrupted);
+        return dispatch(cli.command, cancel).await;
+    }
     tokio::select! {
         biased;
         () = interrupted => {
@@ -424,6 +493,8 @@ async fn run(cli: Cli, cancel: Cancel) -> Result<(), Failure> {
 async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
     match command {
         Command::Query(args) => query(args).await,
+        Command::Repl(args) => repl(args).await,
+        Command::Demo(args) => demo(args, cancel).await,
         Command::Snapshots { command } => snapshots(command).await,
         Command::Odata {
             command: OdataCommand::Parse { filter },
@@ -439,36 +510,15 @@ async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
 async fn query(args: QueryArgs) -> Result<(), Failure> {
     let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
     let engine = Engine::open(&args.lake.lake, as_of)?;
-    let odata = looks_like_odata(&args.statement);
-    let (df, envelope) = if odata {
-        let names = if args.sql_names {
-            Names::Sql
-        } else {
-            Names::Api
-        };
-        let response = engine
-            .odata_request(&args.statement, names)
-            .await
-            .map_err(with_caret)?;
-        let envelope = Envelope {
-            context: format!(
-                "{}/api/$metadata#{}",
-                api_origin(&engine),
-                response.query.table.entity_set()
-            ),
-            count: response.count,
-            api_records: !args.sql_names,
-        };
-        (response.df, Some(envelope))
+    let names = if args.sql_names {
+        Names::Sql
     } else {
-        if args.format == Format::ODataJson {
-            return Err(anyhow::anyhow!(
-                "--format odata-json answers OData requests (machines?$filter=...), not SQL"
-            )
-            .into());
-        }
-        (engine.sql(&args.statement).await?, None)
+        Names::Api
     };
+    let Planned { df, envelope } = engine
+        .plan(&args.statement, names, args.format)
+        .await
+        .map_err(with_caret)?;
     let result = match &args.output {
         Some(path) => {
             engine.guard_path("--output", path)?;
@@ -503,16 +553,94 @@ async fn query(args: QueryArgs) -> Result<(), Failure> {
     }
 }
 
-/// The origin `@odata.context` names: the API the latest snapshot came from, else the
-/// commercial cloud's.
-fn api_origin(engine: &Engine) -> String {
-    engine
-        .lake_scan()
-        .snapshots
-        .last()
-        .map(|m| m.source.trim_end_matches('/').to_string())
-        .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
-        .unwrap_or_else(|| "https://api.security.microsoft.com".to_string())
+/// A console error as the run's outcome: Ctrl-C is exit 130, anything else exit 2
+/// with the message (and its caret) on stderr.
+fn console_failure(e: ReplError) -> Failure {
+    if e.is_interrupt() {
+        Failure::Interrupted
+    } else {
+        Failure::Error(anyhow::Error::new(e))
+    }
+}
+
+async fn repl(args: ReplArgs) -> Result<(), Failure> {
+    let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
+    let engine = Engine::open(&args.lake.lake, as_of)?;
+    let interrupts = Interrupts::new().context("installing the Ctrl-C handler")?;
+    let mut session = Session::new(engine, Some(interrupts));
+    session.settings.format = args.format;
+    let mut out = std::io::stdout();
+    if !args.command.is_empty() {
+        for text in &args.command {
+            let flow = session
+                .run_text(text, &mut out)
+                .await
+                .map_err(console_failure)?;
+            if flow == Flow::Quit {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(path) = &args.file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        session
+            .run_text(&text, &mut out)
+            .await
+            .map_err(console_failure)?;
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() {
+        prompt(&mut session, None).await?;
+        return Ok(());
+    }
+    piped(&mut session, &mut out).await.map_err(console_failure)
+}
+
+async fn demo(args: DemoArgs, cancel: Cancel) -> Result<(), Failure> {
+    let mut options = DemoOptions::new(&args.lake);
+    options.days = args.days;
+    options.machines = args.machines;
+    options.fresh = args.fresh;
+    options.cancel = cancel;
+    let interrupts = Interrupts::new().context("installing the Ctrl-C handler")?;
+    // Ctrl-C while the lake is made stops the demo; in the console it cancels a query.
+    let prepared = {
+        let mut interrupts = interrupts;
+        let made = tokio::select! {
+            biased;
+            () = interrupts.recv() => {
+                options.cancel.cancel();
+                return Err(Failure::Interrupted);
+            }
+            made = prepare(&options, &|line| eprintln!("{line}")) => made,
+        };
+        made.map(|p| (p, interrupts))
+    };
+    let (_, interrupts) = prepared?;
+    let engine = Engine::open(&args.lake, None)?;
+    let mut session = Session::new(engine, Some(interrupts));
+    if std::io::stdin().is_terminal() {
+        prompt(&mut session, Some(GUIDE)).await?;
+        return Ok(());
+    }
+    let mut out = std::io::stdout();
+    for statement in SAMPLE_QUERIES {
+        writeln!(out, "\n> {statement}").map_err(Error::Output)?;
+        session
+            .run_text(statement, &mut out)
+            .await
+            .map_err(console_failure)?;
+    }
+    writeln!(
+        out,
+        "\nThe lake is in {}: `mdesnap repl --lake {}` opens it again.",
+        args.lake.display(),
+        args.lake.display()
+    )
+    .map_err(Error::Output)?;
+    Ok(())
 }
 
 /// An OData error rendered with the request and a caret under the byte at fault.

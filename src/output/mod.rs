@@ -1,6 +1,6 @@
 //! The result formats of `mdesnap query` (`design.md`, "`query` output"), written from
-//! a stream of record batches: csv, json and ndjson stream in constant memory; the
-//! aligned table needs every row to size its columns, so it collects.
+//! a stream of record batches, every format in constant memory (the aligned table sizes
+//! its columns from the first batch: [`table`]).
 //!
 //! Files given with `--output` are written under a temporary name beside the target
 //! and renamed when complete: a failed or interrupted query never leaves half a file.
@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
-use arrow::util::display::FormatOptions;
 use arrow_json::writer::{EncoderOptions, make_encoder};
 use datafusion::config::TableParquetOptions;
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
@@ -19,6 +18,10 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
+
+pub mod table;
+
+pub use table::{Printed, TableOptions, print_table};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,21 +122,9 @@ pub async fn write_stream(
     let mut rows = 0u64;
     match format {
         Format::Table => {
-            let mut batches = Vec::new();
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows() as u64;
-                batches.push(batch);
-            }
-            if batches.is_empty() {
-                batches.push(RecordBatch::new_empty(Arc::clone(&schema)));
-            }
-            let options = FormatOptions::default()
-                .with_null("NULL")
-                .with_display_error(true);
-            let table =
-                arrow::util::pretty::pretty_format_batches_with_options(&batches, &options)?;
-            writeln!(out, "{table}").map_err(Error::Output)?;
+            rows = table::print_table(&mut stream, &TableOptions::default(), out)
+                .await?
+                .rows;
         }
         Format::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new()
