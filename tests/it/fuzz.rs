@@ -9,6 +9,10 @@
 //! token-endpoint forms and admin bodies. A panic (or a dropped connection in the
 //! emulator) fails the test with the seed and the input.
 //!
+//! The same requests go through the console's pieces (statement splitting,
+//! meta-command parsing, completion at every cursor position, highlighting), and
+//! mutated machine records through the decoder the ingester feeds from the network.
+//!
 //! `MDESNAP_FUZZ_INPUTS` sets the number of requests (default 2,000, enough for CI on
 //! a debug build; the closing figures come from release runs of 200,000 and more).
 //! `MDESNAP_FUZZ_SEED` replays a run.
@@ -16,10 +20,14 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
+use mdesnap::decode::MachineDecoder;
 use mdesnap::emulator::{Emulator, EmulatorConfig};
 use mdesnap::fleet::Rng;
 use mdesnap::odata::query::{looks_like_odata, parse_query};
 use mdesnap::odata::{parse_filter, render_caret};
+use mdesnap::repl::helper::{ReplHelper, highlight};
+use mdesnap::repl::input::{is_blank, is_complete, split};
+use mdesnap::repl::{Meta, Statement};
 use mdesnap::{Engine, Names};
 use tempfile::tempdir;
 
@@ -279,6 +287,24 @@ async fn through_the_lake(engine: &Engine, text: &str) -> bool {
     }
 }
 
+/// What the console does with the text as typed: split it, parse its meta-commands,
+/// complete at every position, colour it.
+fn through_the_console(helper: &ReplHelper, text: &str) {
+    let (statements, rest) = split(text);
+    for statement in &statements {
+        if let Statement::Meta(line) = statement {
+            let _ = line.parse::<Meta>();
+        }
+    }
+    let _ = is_blank(rest);
+    let _ = is_complete(text);
+    let _ = format!("\\{text}").parse::<Meta>();
+    for pos in 0..=text.len().min(64) {
+        let _ = helper.candidates(text, pos);
+    }
+    let _ = highlight(text);
+}
+
 /// The request, and the surroundings, through the emulator's HTTP handler.
 async fn through_the_emulator(
     client: &reqwest::Client,
@@ -380,11 +406,19 @@ async fn fuzz() {
     eprintln!("fuzz: {total} requests, MDESNAP_FUZZ_SEED={seed}");
     let mut rng = Rng::derive(seed, &[]);
     let mut failures = Vec::new();
+    let helper = ReplHelper::new(
+        engine.tables(),
+        vec!["computer_dns_name".into(), "risk_score".into()],
+        true,
+    );
     let (mut served, mut answered, mut ran) = (0u64, 0u64, 0u64);
     for i in 0..total {
         let text = request(&mut rng);
         if std::env::var_os("MDESNAP_FUZZ_TRACE").is_some() {
             eprintln!("fuzz input {i}: {text:?}");
+        }
+        if std::panic::catch_unwind(|| through_the_console(&helper, &text)).is_err() {
+            failures.push(format!("console panicked on {text:?}"));
         }
         match AssertUnwindSafe(through_the_lake(&engine, &text))
             .catch_unwind()
@@ -423,4 +457,82 @@ async fn fuzz() {
         answered * 10 >= served,
         "only {answered} of {served} were answered"
     );
+}
+
+/// Machine records as the network could cut or garble them: the decoder refuses or
+/// reads each, and never panics; a record it reads leaves its batch well formed.
+#[test]
+fn mutated_records_never_panic_the_decoder() {
+    let fleet = mdesnap::fleet::Fleet::new(mdesnap::fleet::FleetConfig {
+        seed: 5,
+        machines: 40,
+        churn: mdesnap::fleet::FleetConfig::DEFAULT_CHURN,
+        start: mdesnap::fleet::FleetConfig::default_start(),
+    });
+    let records: Vec<String> = fleet
+        .machines()
+        .iter()
+        .map(|m| fleet.machine_record(m).to_string())
+        .collect();
+    let seed = seed();
+    let mut rng = Rng::derive(seed, &[0xDE]);
+    let odd = [
+        "\"",
+        "\\",
+        "\\u0000",
+        "\\ud800",
+        "null",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "1e999",
+        "-0",
+        "\u{feff}",
+        "é",
+        "😀",
+        "\"id\":7",
+        "[{}]",
+        "{\"ipAddress\":1}",
+    ];
+    let mut decoder = MachineDecoder::default();
+    let mut read = 0u64;
+    for i in 0..inputs() * 5 {
+        let mut text = rng.pick(&records).clone();
+        for _ in 0..rng.range(1, 4) {
+            let at = rng.range(0, text.len() as u64) as usize;
+            let at = (0..=at)
+                .rev()
+                .find(|a| text.is_char_boundary(*a))
+                .unwrap_or(0);
+            match rng.range(0, 3) {
+                0 => {
+                    let piece: &&str = rng.pick(&odd);
+                    text.insert_str(at, piece);
+                }
+                1 => text.truncate(at),
+                _ => {
+                    let end = (at + rng.range(1, 20) as usize).min(text.len());
+                    let end = (end..=text.len())
+                        .find(|e| text.is_char_boundary(*e))
+                        .unwrap_or(text.len());
+                    text.replace_range(at..end, "");
+                }
+            }
+        }
+        let pushed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| decoder.push_json(i as usize, &text)));
+        match pushed {
+            Ok(Ok(())) => read += 1,
+            Ok(Err(_)) => {}
+            Err(_) => panic!("seed {seed}: the decoder panicked on {text:?}"),
+        }
+        if decoder.len() >= 500 {
+            decoder.finish().expect("well-formed batches");
+        }
+    }
+    decoder.finish().expect("well-formed batches");
+    assert!(read > 0, "some mutated records are still records");
 }

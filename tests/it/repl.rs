@@ -220,14 +220,21 @@ fn c_and_f_run_their_statements_and_stop_at_the_first_failure() {
 /// The console on a pseudo-terminal, colours off (`NO_COLOR`), its history in
 /// `history`.
 fn console(args: &[&str], history: &Path) -> PtySession {
+    console_with(args, history, Some("1"))
+}
+
+fn console_with(args: &[&str], history: &Path, no_color: Option<&str>) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mdesnap"));
     command
         .args(args)
         .env_remove("MDESNAP_LAKE")
         .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .env("MDESNAP_HISTORY", history)
-        .env("NO_COLOR", "1")
         .env("TERM", "xterm");
+    if let Some(v) = no_color {
+        command.env("NO_COLOR", v);
+    }
     rexpect::spawn_with_options(
         command,
         rexpect::reader::Options::new()
@@ -340,6 +347,35 @@ fn an_interactive_session_edits_completes_cancels_and_remembers() {
     at_prompt(&mut p);
     p.send_control('d').expect("ctrl-d");
     p.exp_eof().expect("Ctrl-D ends it");
+}
+
+#[test]
+fn keywords_are_coloured_unless_no_color_is_set() {
+    let dir = tempdir().expect("tempdir");
+    let lake = sample_data().display().to_string();
+    let keyword = "\x1b[1;34mSELECT\x1b[0m";
+    for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
+        let mut p = console_with(&["repl", "--lake", &lake], &dir.path().join("h"), no_color);
+        at_prompt(&mut p);
+        send(&mut p, "SELECT 1");
+        // Everything the line editor drew for the typed line.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut echoed = String::new();
+        while let Some(c) = p.try_read() {
+            echoed.push(c);
+        }
+        assert!(echoed.contains("SELECT"), "the line was echoed: {echoed:?}");
+        assert_eq!(
+            echoed.contains(keyword),
+            coloured,
+            "NO_COLOR={no_color:?}: {echoed:?}"
+        );
+        assert_eq!(echoed.contains("\x1b[1;34m"), coloured, "{echoed:?}");
+        p.send_control('c').expect("ctrl-c");
+        at_prompt(&mut p);
+        p.send_control('d').expect("ctrl-d");
+        p.exp_eof().expect("it ends");
+    }
 }
 
 #[test]
