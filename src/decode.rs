@@ -333,7 +333,18 @@ impl Column {
             Column::IpList(b) => b.push_raw(raw),
             Column::Vm(b) => b.push_raw(raw),
         };
-        read || self.push(Some(&json_value(raw)))
+        if read {
+            return true;
+        }
+        match serde_json::from_str::<Value>(raw) {
+            Ok(v) => self.push(Some(&v)),
+            // JSON a value tree cannot hold (a lone surrogate escape, a number past
+            // f64, nesting deeper than serde_json's limit): kept verbatim in `extra`.
+            Err(_) => {
+                self.push_null();
+                false
+            }
+        }
     }
 
     fn push_null(&mut self) {
@@ -386,10 +397,23 @@ fn string_literal(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// A raw value as a `Value`. The text was checked as JSON when its record was read, so
-/// the fallback (keeping the text as a string) is never expected to be taken.
-fn json_value(raw: &str) -> Value {
-    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+/// The `extra` object of a row: `(key, value)` with each value as JSON text, compact
+/// as `serde_json` writes it, or the service's own text when no value tree can hold it.
+fn extra_json(entries: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (key, raw)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(*key).to_string());
+        out.push(':');
+        match serde_json::from_str::<Value>(raw) {
+            Ok(v) => out.push_str(&v.to_string()),
+            Err(_) => out.push_str(raw.trim()),
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// A JSON string, borrowed from the text when it has no escapes.
@@ -718,7 +742,7 @@ impl EntityDecoder {
             .and_then(|&i| fields.slots.get(i).copied().flatten())
             .and_then(|raw| string_literal(raw.get()))
             .ok_or(DecodeError::MissingId { index })?;
-        let mut extra = Map::new();
+        let mut extra: Vec<(&str, &str)> = Vec::new();
         let mut ip_addresses = None;
         for ((column, prop), slot) in self.columns.iter_mut().zip(props).zip(&fields.slots) {
             let Some(raw) = slot else {
@@ -729,16 +753,16 @@ impl EntityDecoder {
                 ip_addresses = Some(*raw);
             }
             if !column.push_raw(raw.get()) {
-                extra.insert(prop.api.to_string(), json_value(raw.get()));
+                extra.push((prop.api, raw.get()));
             }
         }
-        for (key, raw) in fields.unknown {
-            extra.insert(key.into_owned(), json_value(raw.get()));
+        for (key, raw) in &fields.unknown {
+            extra.push((key.as_ref(), raw.get()));
         }
         if extra.is_empty() {
             self.extra.append_null();
         } else {
-            self.extra.append_value(Value::Object(extra).to_string());
+            self.extra.append_value(extra_json(&extra));
         }
         self.rows += 1;
         Ok(Pushed { id, ip_addresses })
@@ -830,7 +854,7 @@ impl IpRows {
                     b.append_option(v);
                 }
             }
-        } else if let Value::Array(entries) = json_value(raw.get()) {
+        } else if let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(raw.get()) {
             for entry in entries.iter().filter_map(Value::as_object) {
                 self.machine.append_value(machine_id);
                 push_object(&mut self.fields, IP_ADDRESS_PROPERTIES, entry);
@@ -1135,6 +1159,28 @@ mod tests {
         assert_eq!(risk.as_string::<i32>().value(0), "High");
         let extra = m.column_by_name("extra").expect("col");
         assert_eq!(extra.as_string::<i32>().value(0), r#"{"zz":3,"yy":2}"#);
+    }
+
+    #[test]
+    fn values_no_value_tree_holds_are_kept_verbatim_in_extra() {
+        let mut d = MachineDecoder::default();
+        d.push_json(
+            0,
+            r#"{"id":"a","computerDnsName":"pc\ud800","osBuild":1e400,"newField":"x\udc00y"}"#,
+        )
+        .expect("decodes");
+        let (m, _) = d.finish().expect("a batch");
+        assert!(
+            m.column_by_name("computer_dns_name")
+                .expect("col")
+                .is_null(0)
+        );
+        assert!(m.column_by_name("os_build").expect("col").is_null(0));
+        let extra = m.column_by_name("extra").expect("col");
+        assert_eq!(
+            extra.as_string::<i32>().value(0),
+            r#"{"computerDnsName":"pc\ud800","osBuild":1e400,"newField":"x\udc00y"}"#
+        );
     }
 
     #[test]

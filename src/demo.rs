@@ -3,9 +3,10 @@
 //! The emulator starts in-process on loopback; each emulated day is taken by the real
 //! ingest path (client credentials, paging, rate limits, the writer's commit), so the
 //! snapshots carry the emulated days' times and the lake is what `ingest` writes. A
-//! folder that already holds a demo lake (every snapshot from a loopback emulator) is
-//! reused, or replaced when asked; anything else in the folder is left alone and the
-//! demo refuses it.
+//! demo lake is marked by a `.mdesnap-demo` file written before its first snapshot: a
+//! marked folder is reused, or made again when asked (or when an earlier demo stopped
+//! before its first snapshot); any other folder that is not empty is left alone and
+//! the demo refuses it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::{
     Credentials, Endpoints, IngestError, IngestOptions, Limits, Secret, ingest, rows_summary,
 };
-use crate::lake::{LakeError, scan_lake};
+use crate::lake::{LakeError, create_lake_dir, scan_lake};
 
 /// What the demo makes.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub enum Prepared {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(
-        "{} holds snapshot {id} from {source_url}, not from the demo's emulator; \
+        "{} is a lake the demo did not make (snapshot {id} from {source_url}); \
          the demo does not touch it (pass --lake with another folder)",
         lake.display()
     )]
@@ -73,7 +74,7 @@ pub enum DemoError {
     },
     #[error("{} exists and is not a lake; the demo does not touch it (pass --lake with another folder)", .0.display())]
     NotALake(PathBuf),
-    #[error("removing the old demo lake {}: {source}", path.display())]
+    #[error("preparing the demo lake at {}: {source}", path.display())]
     Remove {
         path: PathBuf,
         source: std::io::Error,
@@ -86,6 +87,9 @@ pub enum DemoError {
     Lake(#[from] LakeError),
 }
 
+/// The file that marks a folder as the demo's.
+pub const MARKER: &str = ".mdesnap-demo";
+
 /// Makes (or finds) the demo lake, telling `say` what it does.
 pub async fn prepare(
     options: &DemoOptions,
@@ -93,18 +97,22 @@ pub async fn prepare(
 ) -> Result<Prepared, DemoError> {
     let existing = existing_demo(&options.lake)?;
     match existing {
-        Some(n) if !options.fresh => {
+        Some(n) if n > 0 && !options.fresh => {
             say(&format!(
                 "reusing the demo lake {} ({n} snapshots); --fresh makes it again",
                 options.lake.display()
             ));
             return Ok(Prepared::Reused(n));
         }
-        Some(_) => {
-            say(&format!(
-                "replacing the demo lake {}",
-                options.lake.display()
-            ));
+        Some(n) => {
+            say(&if n > 0 {
+                format!("replacing the demo lake {}", options.lake.display())
+            } else {
+                format!(
+                    "making again the demo lake {}, stopped before its first snapshot",
+                    options.lake.display()
+                )
+            });
             std::fs::remove_dir_all(&options.lake).map_err(|source| DemoError::Remove {
                 path: options.lake.clone(),
                 source,
@@ -112,6 +120,14 @@ pub async fn prepare(
         }
         None => {}
     }
+    create_lake_dir(&options.lake)?;
+    let marker = options.lake.join(MARKER);
+    std::fs::write(&marker, "a lake made by `mdesnap demo`\n").map_err(|source| {
+        DemoError::Remove {
+            path: marker.clone(),
+            source,
+        }
+    })?;
     let made = make(options, say).await?;
     Ok(if existing.is_some() {
         Prepared::Replaced(made)
@@ -120,8 +136,9 @@ pub async fn prepare(
     })
 }
 
-/// The number of snapshots of the demo lake in `lake`, `None` when there is no lake;
-/// an error when the folder holds something else.
+/// The number of snapshots of the demo lake in `lake` (0 when a demo stopped before its
+/// first), `None` when the folder is missing or empty; an error when it holds anything
+/// else.
 fn existing_demo(lake: &Path) -> Result<Option<usize>, DemoError> {
     let Ok(mut entries) = std::fs::read_dir(lake) else {
         return Ok(None);
@@ -130,21 +147,17 @@ fn existing_demo(lake: &Path) -> Result<Option<usize>, DemoError> {
         return Ok(None);
     }
     let scan = scan_lake(lake)?;
-    if scan.snapshots.is_empty() {
-        return Err(DemoError::NotALake(lake.to_path_buf()));
+    if lake.join(MARKER).is_file() {
+        return Ok(Some(scan.snapshots.len()));
     }
-    if let Some(m) = scan
-        .snapshots
-        .iter()
-        .find(|m| !m.source.starts_with("http://127.0.0.1:"))
-    {
-        return Err(DemoError::NotDemoLake {
+    match scan.snapshots.last() {
+        Some(m) => Err(DemoError::NotDemoLake {
             lake: lake.to_path_buf(),
             id: m.id.to_string(),
             source_url: m.source.clone(),
-        });
+        }),
+        None => Err(DemoError::NotALake(lake.to_path_buf())),
     }
-    Ok(Some(scan.snapshots.len()))
 }
 
 /// Starts the emulator and ingests one snapshot a day.

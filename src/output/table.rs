@@ -158,7 +158,8 @@ fn clean(s: &str) -> String {
 }
 
 fn column_widths(headers: &[String], rows: &[Vec<String>]) -> Vec<usize> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
+    // At least one column wide, so a cut value always has room for its ellipsis.
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width().max(1)).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.width());

@@ -1,7 +1,9 @@
 //! What the user typed, split into statements.
 //!
 //! SQL runs over lines until a `;` outside quotes and comments (`'...'` with `''`,
-//! `"..."`, `-- ...`, nested `/* ... */`). An OData request (`machines?...`,
+//! `E'...'` with backslash escapes, `"..."`, `` `...` ``, `-- ...`, nested
+//! `/* ... */`). A meta-command is read at the start of a statement only: typed while
+//! SQL waits for its `;`, it is part of that SQL. An OData request (`machines?...`,
 //! `/api/machines?...`) and a meta-command (`\dt`) are complete at the end of their
 //! line, whatever their quotes: a filter's `'` is not SQL's. Several statements may
 //! share a line. The same rules decide when Enter submits the buffer at the prompt.
@@ -137,7 +139,10 @@ enum State {
     #[default]
     Code,
     Single,
+    /// `E'...'`, where a backslash escapes the next character.
+    Escaped,
     Double,
+    Backtick,
     Line,
     Block(u32),
 }
@@ -157,7 +162,16 @@ impl Scan {
     /// Moves past the byte (or the two-byte delimiter) at `i`; returns how many bytes.
     fn step(&mut self, b: &[u8], i: usize) -> usize {
         let next = b.get(i + 1).copied();
+        let after_word = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
         match (self.state, b[i], next) {
+            (State::Code, b'E' | b'e', Some(b'\'')) if !after_word => {
+                self.state = State::Escaped;
+                return 2;
+            }
+            (State::Escaped, b'\\', Some(_)) => return 2,
+            (State::Escaped, b'\'', _) => self.state = State::Code,
+            (State::Code, b'`', _) => self.state = State::Backtick,
+            (State::Backtick, b'`', _) => self.state = State::Code,
             (State::Code, b'\'', _) => self.state = State::Single,
             (State::Code, b'"', _) => self.state = State::Double,
             (State::Code, b'-', Some(b'-')) => {
@@ -258,8 +272,25 @@ mod tests {
     }
 
     #[test]
+    fn escape_strings_and_backticks_hide_their_semicolons() {
+        let (s, rest) = texts("SELECT E'a\\';b' AS x; SELECT 1 AS `a;b`; SELECT name';'");
+        assert_eq!(
+            s,
+            [
+                "Sql(\"SELECT E'a\\\\';b' AS x\")",
+                "Sql(\"SELECT 1 AS `a;b`\")"
+            ]
+        );
+        // `name'` is an identifier then a quote, not an escape string.
+        assert_eq!(rest, "SELECT name';'");
+        assert!(!is_complete("SELECT E'\\"));
+    }
+
+    #[test]
     fn odd_bytes_do_not_break_the_scan() {
-        for text in ["é;", "'😀", "/*", "--", "\"", "\\", ";;;", "é\n\\q"] {
+        for text in [
+            "é;", "'😀", "/*", "--", "\"", "\\", ";;;", "é\n\\q", "E'\\é", "`", "e'",
+        ] {
             let _ = split(text);
             let _ = is_complete(text);
         }

@@ -159,6 +159,13 @@ impl Interrupts {
         })
     }
 
+    /// Forgets a Ctrl-C that came while nothing was waiting for one (in a pager, or
+    /// between two statements): it must not cancel the next statement.
+    pub fn clear(&mut self) {
+        use futures::FutureExt;
+        while self.recv().now_or_never().is_some() {}
+    }
+
     /// Waits for the next Ctrl-C.
     pub async fn recv(&mut self) {
         #[cfg(unix)]
@@ -249,8 +256,11 @@ impl Session {
     ) -> Result<Flow, ReplError> {
         let started = Instant::now();
         let mut interrupts = self.interrupts.take();
+        // A cancelled `\i` leaves its depth behind unless it is put back here.
+        let depth = self.depth;
         let result = match &mut interrupts {
             Some(i) => {
+                i.clear();
                 tokio::select! {
                     biased;
                     () = i.recv() => Err(ReplError::Interrupted),
@@ -260,6 +270,7 @@ impl Session {
             None => self.execute(statement, out).await,
         };
         self.interrupts = interrupts;
+        self.depth = depth;
         if self.settings.timing && !matches!(statement, Statement::Meta(_)) {
             writeln!(out, "Time: {:.3} s", started.elapsed().as_secs_f64())
                 .map_err(ReplError::Output)?;
@@ -619,6 +630,30 @@ fn page(text: &[u8], out: &mut (dyn Write + Send)) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Ctrl-C that came while nothing waited (in a pager) does not cancel the next
+    /// statement; one that comes during it does.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_stale_ctrl_c_is_forgotten() {
+        let mut interrupts = Interrupts::new().expect("a handler");
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        interrupts.clear();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), interrupts.recv()).await;
+        assert!(waited.is_err(), "the stale Ctrl-C was forgotten");
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &std::process::id().to_string()])
+            .status();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(5), interrupts.recv()).await;
+        assert!(waited.is_ok(), "a new Ctrl-C is seen");
+    }
 
     #[test]
     fn sql_errors_get_a_caret_at_sqlparser_position() {

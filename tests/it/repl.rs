@@ -431,7 +431,7 @@ fn demo_piped_makes_a_lake_through_ingest_and_runs_sample_queries() {
     let refused = run_with_stdin(&["demo", "--lake", &other_s, "--fresh"], "", dir.path());
     assert_eq!(refused.status.code(), Some(2));
     assert!(
-        stderr(&refused).contains("not from the demo's emulator"),
+        stderr(&refused).contains("a lake the demo did not make"),
         "{}",
         stderr(&refused)
     );
