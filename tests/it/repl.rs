@@ -350,6 +350,63 @@ fn an_interactive_session_edits_completes_cancels_and_remembers() {
 }
 
 #[test]
+fn the_history_lives_under_the_state_folder() {
+    let dir = tempdir().expect("tempdir");
+    let lake = sample_data().display().to_string();
+    // (XDG_STATE_HOME, where the history must land)
+    let state = dir.path().join("state");
+    let home = dir.path().join("home");
+    let cases = [
+        (
+            Some(state.display().to_string()),
+            state.join("mdesnap/history"),
+        ),
+        (
+            Some(String::new()),
+            home.join(".local/state/mdesnap/history"),
+        ),
+        (
+            Some("relative/state".to_string()),
+            home.join(".local/state/mdesnap/history"),
+        ),
+    ];
+    for (xdg, expected) in cases {
+        let _ = std::fs::remove_file(&expected);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mdesnap"));
+        command
+            .args(["repl", "--lake", &lake])
+            .current_dir(dir.path())
+            .env_remove("MDESNAP_LAKE")
+            .env_remove("MDESNAP_HISTORY")
+            .env_remove("XDG_STATE_HOME")
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("TERM", "xterm");
+        if let Some(x) = &xdg {
+            command.env("XDG_STATE_HOME", x);
+        }
+        let mut p = rexpect::spawn_with_options(
+            command,
+            rexpect::reader::Options::new().timeout_ms(Some(60_000)),
+        )
+        .expect("a pseudo-terminal");
+        at_prompt(&mut p);
+        p.send_line("SELECT 'remembered' AS r;").expect("sent");
+        p.exp_string("| remembered |").expect("the answer");
+        at_prompt(&mut p);
+        p.send_control('d').expect("ctrl-d");
+        p.exp_eof().expect("it ends");
+        let kept = std::fs::read_to_string(&expected).unwrap_or_else(|e| {
+            panic!(
+                "XDG_STATE_HOME={xdg:?}: no history at {}: {e}",
+                expected.display()
+            )
+        });
+        assert!(kept.contains("SELECT 'remembered' AS r;"), "{kept}");
+    }
+}
+
+#[test]
 fn keywords_are_coloured_unless_no_color_is_set() {
     let dir = tempdir().expect("tempdir");
     let lake = sample_data().display().to_string();
