@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""mdesnap against DuckDB on the same Parquet files: the query suite of benches/queries.
+
+Each query is `NN_name.sql` (DataFusion's SQL, what mdesnap runs), with
+`NN_name.duckdb.sql` where DuckDB needs other spelling (the Hive `snapshot` column is
+text there) and `NN_name.odata` where the question has an OData twin.
+
+Method (docs/benchmarks.md, "Query speed"):
+- mdesnap: the whole `mdesnap query --format csv` command, minus the same command's
+  `SELECT 1`; median of RUNS after one warm-up run.
+- DuckDB: in process, `SET threads=2`, UTC; `machines` (and every table) as
+  `read_parquet` of the latest partition folder, `*_history` as `read_parquet` of all
+  partitions with `hive_partitioning=true`; median of RUNS after a warm-up.
+- Rows: mdesnap's CSV and DuckDB's rows, both as text, must agree in order; an OData
+  twin must give as many rows as its SQL.
+
+Setup: pip install duckdb==2.0.1; cargo build --release.
+
+    python3 benches/compare_duckdb.py                  # 100,000 machines x 30 days
+    python3 benches/compare_duckdb.py --machines 10000 --days 7 --runs 3
+    python3 benches/compare_duckdb.py --only 10        # queries whose name has "10"
+
+The lake is generated into --lake (default /tmp/mdesnap-compare-lake) and generated
+again when the binary or the flags changed (a stamp file remembers). With
+--history-lake it also times the 1,000-snapshot lake (200 machines each): opening it
+with `count(*)`, and a filtered count over `machines_history` against DuckDB.
+"""
+
+import argparse
+import csv
+import glob
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("MDESNAP", os.path.join(ROOT, "target", "release", "mdesnap"))
+QUERIES = os.path.join(ROOT, "benches", "queries")
+TABLES = ["machines", "ip_addresses", "security_states", "user_machines", "domain_machines"]
+
+
+def generate(lake, machines, days, seed=1):
+    """Generates the lake unless it is there from the same binary and flags."""
+    stamp = os.path.join(lake, ".compare-stamp")
+    want = {"bin_mtime": os.path.getmtime(BIN), "machines": machines, "days": days, "seed": seed}
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if json.load(f) == want:
+                return False
+    shutil.rmtree(lake, ignore_errors=True)
+    t = time.perf_counter()
+    subprocess.run([BIN, "generate", "--lake", lake, "--machines", str(machines),
+                    "--days", str(days), "--seed", str(seed), "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    print(f"generated {machines} machines x {days} days into {lake} "
+          f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    with open(stamp, "w") as f:
+        json.dump(want, f)
+    return True
+
+
+def mdesnap(lake, statement):
+    """Runs one statement; returns (seconds, csv rows without the header)."""
+    t = time.perf_counter()
+    out = subprocess.run([BIN, "query", "--lake", lake, "--format", "csv", statement],
+                         capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"mdesnap failed on {statement!r}: {out.stderr.strip()}")
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    return took, rows[1:]
+
+
+def median_time(fn, runs):
+    fn()  # warm-up
+    return statistics.median(fn()[0] for _ in range(runs))
+
+
+def duck(lake):
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET threads=2")
+    con.execute("SET TimeZone='UTC'")
+    latest = sorted(os.path.basename(p) for p in glob.glob(os.path.join(lake, "machines", "snapshot=*")))[-1]
+    for t in TABLES:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/{latest}/*.parquet')")
+        con.execute(f"CREATE VIEW {t}_history AS SELECT * FROM read_parquet("
+                    f"'{lake}/{t}/*/*.parquet', hive_partitioning=true)")
+    return con
+
+
+def text(v):
+    """A DuckDB value as mdesnap's CSV writes it."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def duck_run(con, sql):
+    t = time.perf_counter()
+    rows = con.execute(sql).fetchall()
+    return time.perf_counter() - t, [[text(v) for v in r] for r in rows]
+
+
+def suite(only):
+    names = sorted({f.split(".")[0] for f in os.listdir(QUERIES)})
+    for name in names:
+        if only and only not in name:
+            continue
+        read = lambda ext: (open(os.path.join(QUERIES, name + ext)).read()
+                            if os.path.exists(os.path.join(QUERIES, name + ext)) else None)
+        sql = read(".sql")
+        yield name, sql, read(".duckdb.sql") or sql, read(".odata")
+
+
+def strip_comments(sql):
+    return "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--")).strip()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lake", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "mdesnap-compare-lake"))
+    ap.add_argument("--machines", type=int, default=100_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--history-lake", action="store_true",
+                    help="also the 1,000-snapshot lake of 200 machines")
+    args = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit(f"no {BIN}: run cargo build --release first")
+    import duckdb
+    generate(args.lake, args.machines, args.days)
+    base = median_time(lambda: mdesnap(args.lake, "SELECT 1"), args.runs)
+    con = duck(args.lake)
+    print(f"mdesnap {BIN}; DuckDB {duckdb.__version__}, threads=2; lake {args.machines} machines x "
+          f"{args.days} days; medians of {args.runs} after a warm-up; "
+          f"mdesnap times minus its SELECT 1 ({base * 1000:.0f} ms)")
+    print(f"{'query':28} {'mdesnap ms':>10} {'duckdb ms':>10} {'ratio':>7}  rows")
+    ratios, bad = [], []
+    for name, sql, dsql, odata in suite(args.only):
+        sql, dsql = strip_comments(sql), strip_comments(dsql)
+        ours = median_time(lambda: mdesnap(args.lake, sql), args.runs) - base
+        theirs = median_time(lambda: duck_run(con, dsql), args.runs)
+        _, our_rows = mdesnap(args.lake, sql)
+        _, their_rows = duck_run(con, dsql)
+        agree = our_rows == their_rows
+        if not agree:
+            bad.append(name)
+        ratio = max(ours, 1e-4) / max(theirs, 1e-4)
+        ratios.append(ratio)
+        print(f"{name:28} {ours * 1000:10.1f} {theirs * 1000:10.1f} {ratio:7.2f}  "
+              f"{len(our_rows)} {'agree' if agree else 'DIFFER'}")
+        if odata:
+            odata = odata.strip()
+            o = median_time(lambda: mdesnap(args.lake, odata), args.runs) - base
+            _, o_rows = mdesnap(args.lake, odata)
+            same = len(o_rows) == len(our_rows)
+            if not same:
+                bad.append(name + " (odata)")
+            r = max(o, 1e-4) / max(theirs, 1e-4)
+            ratios.append(r)
+            print(f"{'  OData twin':28} {o * 1000:10.1f} {theirs * 1000:10.1f} {r:7.2f}  "
+                  f"{len(o_rows)} {'same count' if same else 'DIFFER'}")
+    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    print(f"geometric mean of the ratios: {geo:.2f}; worst {max(ratios):.2f}; "
+          f"{sum(r > 1.0 for r in ratios)} of {len(ratios)} above 1.0")
+    if args.history_lake:
+        history_lake(args)
+    if bad:
+        sys.exit(f"rows differ: {', '.join(bad)}")
+
+
+def history_lake(args):
+    lake = args.lake + "-1000"
+    generate(lake, 200, 1000)
+    con = duck(lake)
+    runs = args.runs
+    t_open = median_time(lambda: mdesnap(lake, "SELECT count(*) FROM machines"), runs)
+    base = median_time(lambda: mdesnap(lake, "SELECT 1"), runs)
+    sql = "SELECT count(*) AS n FROM machines_history WHERE risk_score = 'High'"
+    ours = median_time(lambda: mdesnap(lake, sql), runs) - base
+    theirs = median_time(lambda: duck_run(con, sql), runs)
+    agree = mdesnap(lake, sql)[1] == duck_run(con, sql)[1]
+    print(f"1,000 snapshots x 200 machines: open + count(*) {t_open * 1000:.0f} ms (whole command); "
+          f"filtered history count mdesnap {ours * 1000:.1f} ms, DuckDB {theirs * 1000:.1f} ms, "
+          f"ratio {ours / theirs:.2f}, rows {'agree' if agree else 'DIFFER'}")
+
+
+if __name__ == "__main__":
+    main()
