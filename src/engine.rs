@@ -82,7 +82,9 @@ impl Engine {
     /// A missing lake, a lake without committed snapshots, or an `as_of` before the
     /// first snapshot is an error. Broken manifests are skipped with a warning.
     pub fn open(lake: &Path, as_of: Option<DateTime<Utc>>) -> Result<Self> {
-        let config = SessionConfig::new()
+        // DATAFUSION_* environment variables set DataFusion's options, as in
+        // datafusion-cli (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`).
+        let config = SessionConfig::from_env()?
             .with_information_schema(true)
             .with_default_catalog_and_schema("mdesnap", "lake");
         let ctx = SessionContext::new_with_config(config);
