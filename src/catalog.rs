@@ -308,6 +308,19 @@ impl AsyncFileReader for NamingReader {
     }
 }
 
+/// The query `snapshots list` and the console's `\snapshots` print: one row per
+/// snapshot, its id as RFC 3339 text, its source and the rows of each table.
+pub fn snapshots_list_sql() -> String {
+    format!(
+        "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
+        Table::ALL
+            .iter()
+            .map(|t| format!("{0}_rows AS {0}", t.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The `snapshots` table: one row per committed snapshot, from the manifests.
 pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
     let schema = snapshots_schema();

@@ -384,14 +384,7 @@ impl Session {
                 self.print_frame(df, out).await?;
             }
             Meta::Snapshots => {
-                let sql = format!(
-                    "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
-                    Table::ALL
-                        .iter()
-                        .map(|t| format!("{0}_rows AS {0}", t.name()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                let sql = crate::catalog::snapshots_list_sql();
                 let df = self.engine.sql(&sql).await?;
                 self.print_frame(df, out).await?;
             }

@@ -224,17 +224,24 @@ fn console(args: &[&str], history: &Path) -> PtySession {
 }
 
 fn console_with(args: &[&str], history: &Path, no_color: Option<&str>) -> PtySession {
+    spawn_console(args, |c| {
+        c.env_remove("NO_COLOR").env("MDESNAP_HISTORY", history);
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+    })
+}
+
+/// `mdesnap args` on a pseudo-terminal (`TERM=xterm`, no lake from the environment),
+/// with `setup` adding to its environment.
+fn spawn_console(args: &[&str], setup: impl FnOnce(&mut Command)) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mdesnap"));
     command
         .args(args)
         .env_remove("MDESNAP_LAKE")
         .env_remove("RUST_LOG")
-        .env_remove("NO_COLOR")
-        .env("MDESNAP_HISTORY", history)
         .env("TERM", "xterm");
-    if let Some(v) = no_color {
-        command.env("NO_COLOR", v);
-    }
+    setup(&mut command);
     rexpect::spawn_with_options(
         command,
         rexpect::reader::Options::new()
@@ -249,6 +256,13 @@ fn console_with(args: &[&str], history: &Path, no_color: Option<&str>) -> PtySes
 /// switches the terminal to raw mode.
 fn at_prompt(p: &mut PtySession) {
     p.exp_string("mdesnap> ").expect("a prompt");
+}
+
+/// Waits for the prompt, then leaves with Ctrl-D.
+fn quit(mut p: PtySession) {
+    at_prompt(&mut p);
+    p.send_control('d').expect("ctrl-d");
+    p.exp_eof().expect("Ctrl-D ends the console");
 }
 
 /// Types `keys` (rexpect buffers what `send` writes until a flush).
@@ -344,9 +358,7 @@ fn an_interactive_session_edits_completes_cancels_and_remembers() {
     send(&mut p, "\r");
     p.exp_string("| 42     |")
         .expect("the statement from the history runs");
-    at_prompt(&mut p);
-    p.send_control('d').expect("ctrl-d");
-    p.exp_eof().expect("Ctrl-D ends it");
+    quit(p);
 }
 
 #[test]
@@ -372,30 +384,19 @@ fn the_history_lives_under_the_state_folder() {
     ];
     for (xdg, expected) in cases {
         let _ = std::fs::remove_file(&expected);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mdesnap"));
-        command
-            .args(["repl", "--lake", &lake])
-            .current_dir(dir.path())
-            .env_remove("MDESNAP_LAKE")
-            .env_remove("MDESNAP_HISTORY")
-            .env_remove("XDG_STATE_HOME")
-            .env("HOME", &home)
-            .env("NO_COLOR", "1")
-            .env("TERM", "xterm");
-        if let Some(x) = &xdg {
-            command.env("XDG_STATE_HOME", x);
-        }
-        let mut p = rexpect::spawn_with_options(
-            command,
-            rexpect::reader::Options::new().timeout_ms(Some(60_000)),
-        )
-        .expect("a pseudo-terminal");
+        let mut p = spawn_console(&["repl", "--lake", &lake], |c| {
+            c.env_remove("MDESNAP_HISTORY")
+                .env_remove("XDG_STATE_HOME")
+                .env("HOME", &home)
+                .env("NO_COLOR", "1");
+            if let Some(x) = &xdg {
+                c.env("XDG_STATE_HOME", x);
+            }
+        });
         at_prompt(&mut p);
         p.send_line("SELECT 'remembered' AS r;").expect("sent");
         p.exp_string("| remembered |").expect("the answer");
-        at_prompt(&mut p);
-        p.send_control('d').expect("ctrl-d");
-        p.exp_eof().expect("it ends");
+        quit(p);
         let kept = std::fs::read_to_string(&expected).unwrap_or_else(|e| {
             panic!(
                 "XDG_STATE_HOME={xdg:?}: no history at {}: {e}",
@@ -429,9 +430,7 @@ fn keywords_are_coloured_unless_no_color_is_set() {
         );
         assert_eq!(echoed.contains("\x1b[1;34m"), coloured, "{echoed:?}");
         p.send_control('c').expect("ctrl-c");
-        at_prompt(&mut p);
-        p.send_control('d').expect("ctrl-d");
-        p.exp_eof().expect("it ends");
+        quit(p);
     }
 }
 

@@ -768,16 +768,7 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
             let table = mdesnap::catalog::snapshots_table(&scan)?;
             let ctx = datafusion::prelude::SessionContext::new();
             ctx.register_table("snapshots", std::sync::Arc::new(table))?;
-            let df = ctx
-                .sql(&format!(
-                    "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
-                    Table::ALL
-                        .iter()
-                        .map(|t| format!("{0}_rows AS {0}", t.name()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .await?;
+            let df = ctx.sql(&mdesnap::catalog::snapshots_list_sql()).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout);
             write_stream(df.execute_stream().await?, format, None, &mut out).await?;
