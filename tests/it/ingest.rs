@@ -36,6 +36,28 @@ fn endpoints(url: &str) -> Endpoints {
     }
 }
 
+/// An emulator and a lake folder to ingest into, alive as long as the value.
+struct Rig {
+    emu: Emulator,
+    url: String,
+    dir: tempfile::TempDir,
+    lake: std::path::PathBuf,
+}
+
+/// Starts an emulator with `cfg` and makes a temporary folder for the lake.
+async fn rig(cfg: EmulatorConfig) -> Rig {
+    let emu = Emulator::start(cfg).await.expect("starts");
+    let url = emu.url();
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    Rig {
+        emu,
+        url,
+        dir,
+        lake,
+    }
+}
+
 /// Options for the emulator's default credentials, with quick retries.
 fn options(lake: &Path, url: &str) -> IngestOptions {
     let mut o = IngestOptions::new(
@@ -169,10 +191,12 @@ async fn a_full_ingest_is_the_fleet_field_by_field() {
         machines: 700,
         ..EmulatorConfig::default()
     };
-    let emu = Emulator::start(cfg.clone()).await.expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    let Rig {
+        emu: _emu,
+        url,
+        dir: _dir,
+        lake,
+    } = rig(cfg.clone()).await;
     let f = fleet(&cfg);
     let users: Vec<String> = f.user_names().into_iter().take(4).collect();
     let domains: Vec<String> = f.domain_names().into_iter().take(3).collect();
@@ -279,10 +303,12 @@ async fn faults_expiring_tokens_and_a_changing_fleet_lose_nothing() {
         .map(|m| m.id().to_string())
         .collect();
     let users: Vec<String> = fleet(&cfg).user_names().into_iter().take(30).collect();
-    let emu = Emulator::start(cfg).await.expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    let Rig {
+        emu: _emu,
+        url,
+        dir: _dir,
+        lake,
+    } = rig(cfg).await;
     let mut o = options(&lake, &url);
     // Enough calls (some 100) that each fault is served: the emulator's draws follow
     // its seed.
@@ -357,10 +383,12 @@ async fn a_service_paging_below_top_is_followed_by_its_links() {
         max_page: Some(37),
         ..EmulatorConfig::default()
     };
-    let emu = Emulator::start(cfg).await.expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    let Rig {
+        emu: _emu,
+        url,
+        dir: _dir,
+        lake,
+    } = rig(cfg).await;
     let mut o = options(&lake, &url);
     o.page_size = 100;
     let (report, events) = run_ingest(&o).await;
@@ -685,17 +713,18 @@ async fn ingest_output(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_tokens_appear_nowhere() {
     let secret = "S3cr3t-Only-The-Emulator-Knows-7f3a";
-    let emu = Emulator::start(EmulatorConfig {
+    let Rig {
+        emu: _emu,
+        url,
+        dir,
+        lake,
+    } = rig(EmulatorConfig {
         machines: 150,
         client_secret: secret.into(),
         token_lifetime: Duration::from_secs(1),
         ..EmulatorConfig::default()
     })
-    .await
-    .expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    .await;
     let out = ingest_output(
         &url,
         &lake,
@@ -769,15 +798,16 @@ async fn the_secret_and_tokens_appear_nowhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
-    let emu = Emulator::start(EmulatorConfig {
+    let Rig {
+        emu: _emu,
+        url,
+        dir: _dir,
+        lake,
+    } = rig(EmulatorConfig {
         machines: 60,
         ..EmulatorConfig::default()
     })
-    .await
-    .expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    .await;
     let out = ingest_output(
         &url,
         &lake,
@@ -822,15 +852,16 @@ async fn the_command_exits_2_on_a_refusal_and_prints_its_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_ctrl_c_leave_nothing_visible() {
-    let emu = Emulator::start(EmulatorConfig {
+    let Rig {
+        emu: _emu,
+        url,
+        dir: _dir,
+        lake,
+    } = rig(EmulatorConfig {
         machines: 4_000,
         ..EmulatorConfig::default()
     })
-    .await
-    .expect("starts");
-    let url = emu.url();
-    let dir = tempdir().expect("tempdir");
-    let lake = dir.path().join("lake");
+    .await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
