@@ -170,9 +170,10 @@ def main():
             ratios.append(r)
             print(f"{'  OData twin':28} {o * 1000:10.1f} {theirs * 1000:10.1f} {r:7.2f}  "
                   f"{len(o_rows)} {'same count' if same else 'DIFFER'}")
-    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"geometric mean of the ratios: {geo:.2f}; worst {max(ratios):.2f}; "
-          f"{sum(r > 1.0 for r in ratios)} of {len(ratios)} above 1.0")
+    if ratios:
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        print(f"geometric mean of the ratios: {geo:.2f}; worst {max(ratios):.2f}; "
+              f"{sum(r > 1.0 for r in ratios)} of {len(ratios)} above 1.0")
     if args.history_lake:
         history_lake(args)
     if bad:
