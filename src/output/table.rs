@@ -289,6 +289,12 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_column_still_has_room_for_an_ellipsis() {
+        assert_eq!(column_widths(&["".into()], &[vec!["".into()]]), vec![1]);
+        assert_eq!(cut("later and longer", 1), "…");
+    }
+
+    #[test]
     fn cut_values_end_in_an_ellipsis_within_the_width() {
         assert_eq!(cut("abcdef", 4), "abc…");
         assert_eq!(cut("abc", 4), "abc");
