@@ -60,9 +60,10 @@ struct TableFile {
 /// A table over files listed by manifests. `history` adds the `snapshot` column.
 #[derive(Debug)]
 pub struct SnapshotTable {
-    table: Table,
     history: bool,
     schema: SchemaRef,
+    /// The files' columns as queries see them (see [`read_schema`]).
+    file_schema: SchemaRef,
     files: Vec<TableFile>,
 }
 
@@ -85,15 +86,18 @@ impl SnapshotTable {
                 });
             }
         }
+        let file_schema = read_schema(&table.schema());
         let schema = if history {
-            table.history_schema()
+            let mut fields: Vec<Arc<Field>> = file_schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(snapshot_field()));
+            Arc::new(Schema::new(fields))
         } else {
-            table.schema()
+            Arc::clone(&file_schema)
         };
         SnapshotTable {
-            table,
             history,
             schema,
+            file_schema,
             files,
         }
     }
@@ -112,7 +116,7 @@ impl SnapshotTable {
     }
 
     fn partitioned_file(&self, f: &TableFile) -> PartitionedFile {
-        let file_stats = Statistics::new_unknown(&self.table.schema())
+        let file_stats = Statistics::new_unknown(&self.file_schema)
             .with_num_rows(Precision::Exact(f.rows as usize))
             .with_total_byte_size(Precision::Inexact(f.bytes as usize));
         let mut pf =
@@ -125,6 +129,23 @@ impl SnapshotTable {
         }
         pf
     }
+}
+
+/// The columns as queries see them: the files' top-level strings read as `Utf8View`.
+///
+/// The files stay plain `Utf8` (any Parquet reader reads them); read as views, the
+/// values of a dictionary-encoded column point into its dictionary page instead of
+/// being copied row by row, and comparisons and grouping take DataFusion's view paths.
+fn read_schema(file: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = file
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()))
 }
 
 /// The local object store's name of an absolute path.
@@ -198,7 +219,7 @@ impl TableProvider for SnapshotTable {
                     .and_then(|s| s.num_rows.get_value().copied())
             })
             .sum();
-        let table_schema = TableSchemaBuilder::from(&self.table.schema())
+        let table_schema = TableSchemaBuilder::from(&self.file_schema)
             .with_table_partition_cols(self.partition_fields())
             .build();
         // What `ParquetFormat::create_physical_plan` does, with the reader factory

@@ -146,11 +146,11 @@ pub fn api_records(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, Arrow
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    let mut extra: Option<&StringArray> = None;
+    let mut extra_column: Option<ArrayRef> = None;
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         match field.data_type() {
-            _ if field.name() == "extra" && field.data_type() == &DataType::Utf8 => {
-                extra = column.as_string_opt::<i32>();
+            DataType::Utf8 | DataType::Utf8View if field.name() == "extra" => {
+                extra_column = Some(arrow::compute::cast(column, &DataType::Utf8)?);
             }
             DataType::Timestamp(TimeUnit::Microsecond, _) => {
                 let times = column.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
@@ -164,6 +164,7 @@ pub fn api_records(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, Arrow
             }
         }
     }
+    let extra: Option<&StringArray> = extra_column.as_ref().and_then(|c| c.as_string_opt::<i32>());
     let plain = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
     let mut buf = Vec::new();
     {
