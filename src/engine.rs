@@ -28,6 +28,9 @@ use crate::output::{Envelope, Format};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
 
+/// Rows per batch in queries, unless `DATAFUSION_EXECUTION_BATCH_SIZE` says otherwise.
+pub const BATCH_ROWS: usize = 32 * 1024;
+
 /// A statement planned: its DataFrame, and for an OData request how its result is
 /// written (`@odata.context`, `@odata.count`, API records).
 #[derive(Debug)]
@@ -84,9 +87,14 @@ impl Engine {
     pub fn open(lake: &Path, as_of: Option<DateTime<Utc>>) -> Result<Self> {
         // DATAFUSION_* environment variables set DataFusion's options, as in
         // datafusion-cli (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`).
-        let config = SessionConfig::from_env()?
+        let mut config = SessionConfig::from_env()?
             .with_information_schema(true)
             .with_default_catalog_and_schema("mdesnap", "lake");
+        if std::env::var_os("DATAFUSION_EXECUTION_BATCH_SIZE").is_none() {
+            // Batches of 32,768 rows rather than 8,192: a quarter of the per-batch
+            // work in history scans (the `lag()` query of the suite: 1.86 -> 1.21 s).
+            config = config.with_batch_size(BATCH_ROWS);
+        }
         let ctx = SessionContext::new_with_config(config);
         // The object store names files by absolute path.
         let lake = std::path::absolute(lake).map_err(|source| Error::Io {

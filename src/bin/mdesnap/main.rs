@@ -375,6 +375,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+// DataFusion allocates and frees large buffers per batch; glibc's malloc returns them
+// to the kernel and faults them in again (a fifth of a history scan's time, measured
+// with perf), mimalloc keeps them. datafusion-cli makes the same choice.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
