@@ -31,6 +31,12 @@ impl Cancel {
     }
 
     /// Whether stopping was asked for.
+    /// A guard that cancels this flag when dropped: work handed to another thread
+    /// stops when the future waiting for it is dropped (Ctrl-C in the console).
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -42,5 +48,15 @@ impl Cancel {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Cancels its flag when dropped; see [`Cancel::cancel_on_drop`].
+#[derive(Debug)]
+pub struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }

@@ -174,6 +174,11 @@ impl Engine {
             self.ctx
                 .register_table(table.history_name(), Arc::new(history))?;
         }
+        for table in Table::CHANGES {
+            let changes = SnapshotTable::new(&self.lake, table, &all, true);
+            self.ctx.deregister_table(table.name())?;
+            self.ctx.register_table(table.name(), Arc::new(changes))?;
+        }
         self.ctx.deregister_table("snapshots")?;
         self.ctx
             .register_table("snapshots", Arc::new(snapshots_table(&self.scan)?))?;
@@ -410,6 +415,7 @@ impl Engine {
         let mut names: Vec<String> = Table::ALL
             .iter()
             .flat_map(|t| [t.name().to_string(), t.history_name()])
+            .chain(Table::CHANGES.iter().map(|t| t.name().to_string()))
             .collect();
         names.push("snapshots".to_string());
         names.sort();

@@ -23,6 +23,7 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod changes;
 pub mod decode;
 pub mod demo;
 pub mod emulator;

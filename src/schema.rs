@@ -25,6 +25,10 @@ pub enum Table {
     SecurityStates,
     UserMachines,
     DomainMachines,
+    /// Changes of `machines` against the previous snapshot (see `crate::changes`).
+    MachineChanges,
+    /// Addresses added to or removed from machines against the previous snapshot.
+    IpAddressChanges,
 }
 
 impl Table {
@@ -37,7 +41,22 @@ impl Table {
         Table::DomainMachines,
     ];
 
-    /// The SQL name of the latest-snapshot table, also its folder in the lake.
+    /// The tables computed at commit from a snapshot and the one before it.
+    pub const CHANGES: [Table; 2] = [Table::MachineChanges, Table::IpAddressChanges];
+
+    /// Every table a lake may hold a folder of.
+    pub const STORED: [Table; 7] = [
+        Table::Machines,
+        Table::IpAddresses,
+        Table::SecurityStates,
+        Table::UserMachines,
+        Table::DomainMachines,
+        Table::MachineChanges,
+        Table::IpAddressChanges,
+    ];
+
+    /// The SQL name of the latest-snapshot table, also its folder in the lake. The
+    /// change tables have no latest table: their name is the table of every snapshot.
     pub fn name(self) -> &'static str {
         match self {
             Table::Machines => "machines",
@@ -45,12 +64,24 @@ impl Table {
             Table::SecurityStates => "security_states",
             Table::UserMachines => "user_machines",
             Table::DomainMachines => "domain_machines",
+            Table::MachineChanges => "machine_changes",
+            Table::IpAddressChanges => "ip_address_changes",
         }
     }
 
-    /// The SQL name of the table across every snapshot.
+    /// The SQL name of the table across every snapshot: `<name>_history`, and the
+    /// name itself for a change table.
     pub fn history_name(self) -> String {
-        format!("{}_history", self.name())
+        if self.is_change() {
+            self.name().to_string()
+        } else {
+            format!("{}_history", self.name())
+        }
+    }
+
+    /// Whether this is one of [`Table::CHANGES`].
+    pub fn is_change(self) -> bool {
+        Table::CHANGES.contains(&self)
     }
 
     /// The OData entity set name the API uses in `@odata.context`.
@@ -61,6 +92,8 @@ impl Table {
             Table::SecurityStates => "MachineSecurityStates",
             Table::UserMachines => "UserMachines",
             Table::DomainMachines => "DomainMachines",
+            Table::MachineChanges => "MachineChanges",
+            Table::IpAddressChanges => "IpAddressChanges",
         }
     }
 
@@ -72,6 +105,8 @@ impl Table {
             Table::SecurityStates => Arc::clone(&SECURITY_STATES),
             Table::UserMachines => Arc::clone(&USER_MACHINES),
             Table::DomainMachines => Arc::clone(&DOMAIN_MACHINES),
+            Table::MachineChanges => Arc::clone(&MACHINE_CHANGES),
+            Table::IpAddressChanges => Arc::clone(&IP_ADDRESS_CHANGES),
         }
     }
 
@@ -88,6 +123,8 @@ impl Table {
             Table::Machines => MACHINE_PROPERTIES,
             Table::SecurityStates => SECURITY_STATE_PROPERTIES,
             Table::IpAddresses => IP_ADDRESS_PROPERTIES,
+            Table::MachineChanges => MACHINE_CHANGE_PROPERTIES,
+            Table::IpAddressChanges => IP_ADDRESS_CHANGE_PROPERTIES,
             Table::UserMachines | Table::DomainMachines => &[],
         }
     }
@@ -323,6 +360,51 @@ static DOMAIN_MACHINES: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("domain", DataType::Utf8, false),
         Field::new("machine_id", DataType::Utf8, false),
+    ]))
+});
+
+/// `machine_changes` columns; the API has no such entity, so the names follow its
+/// style.
+pub const MACHINE_CHANGE_PROPERTIES: &[Property] = &[
+    p("previousSnapshot", "previous_snapshot", Kind::Timestamp),
+    p("id", "id", Kind::String),
+    p("computerDnsName", "computer_dns_name", Kind::String),
+    p("change", "change", Kind::String),
+    p("field", "field", Kind::String),
+    p("oldValue", "old_value", Kind::String),
+    p("newValue", "new_value", Kind::String),
+];
+
+/// `ip_address_changes` columns.
+pub const IP_ADDRESS_CHANGE_PROPERTIES: &[Property] = &[
+    p("previousSnapshot", "previous_snapshot", Kind::Timestamp),
+    p("machineId", "machine_id", Kind::String),
+    p("ipAddress", "ip_address", Kind::String),
+    p("change", "change", Kind::String),
+    p("macAddress", "mac_address", Kind::String),
+    p("type", "type", Kind::String),
+];
+
+static MACHINE_CHANGES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("previous_snapshot", timestamp_type(), false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("computer_dns_name", DataType::Utf8, true),
+        Field::new("change", DataType::Utf8, false),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("old_value", DataType::Utf8, true),
+        Field::new("new_value", DataType::Utf8, true),
+    ]))
+});
+
+static IP_ADDRESS_CHANGES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("previous_snapshot", timestamp_type(), false),
+        Field::new("machine_id", DataType::Utf8, false),
+        Field::new("ip_address", DataType::Utf8, true),
+        Field::new("change", DataType::Utf8, false),
+        Field::new("mac_address", DataType::Utf8, true),
+        Field::new("type", DataType::Utf8, true),
     ]))
 });
 

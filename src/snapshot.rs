@@ -172,6 +172,17 @@ pub struct Manifest {
     pub mdesnap_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorInfo>,
+    /// Present once the change tables of this snapshot are computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesInfo>,
+}
+
+/// What a snapshot's change tables were computed against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangesInfo {
+    /// The earlier snapshot compared with; `None` for the first of its scope (its
+    /// change tables are then empty).
+    pub previous: Option<String>,
 }
 
 impl Manifest {

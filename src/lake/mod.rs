@@ -8,6 +8,7 @@
 
 mod lock;
 mod prune;
+mod rebuild;
 mod scan;
 mod writer;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use lock::LakeLock;
 pub use prune::{PruneOptions, PruneReport, parse_duration, prune};
+pub use rebuild::{RebuildReport, rebuild_changes};
 pub use scan::{BrokenSnapshot, LakeScan, scan_lake};
 pub use writer::{SnapshotWriter, WriterOptions};
 
@@ -59,6 +61,8 @@ pub enum LakeError {
     BatchSchema { table: Table, reason: String },
     #[error("table {table} was not declared when the snapshot writer was created")]
     UndeclaredTable { table: Table },
+    #[error("computing the changes of snapshot {id}: {reason}")]
+    Changes { id: SnapshotId, reason: String },
     #[error("snapshot {id} was published by someone else while this writer held the lock")]
     ManifestExists { id: SnapshotId },
     #[error("corrupt manifest {}: {reason}", path.display())]

@@ -93,7 +93,7 @@ fn remove_snapshot(lake: &Path, id: SnapshotId) -> Result<(), LakeError> {
     let manifest = lake.join(id.manifest_path());
     std::fs::remove_file(&manifest).map_err(|e| io_err("removing", &manifest, e))?;
     super::sync_dir(&lake.join(MANIFEST_DIR))?;
-    for table in Table::ALL {
+    for table in Table::STORED {
         let dir = lake.join(id.table_dir(table));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io_err("removing", &dir, e))?;
@@ -134,7 +134,7 @@ pub(crate) fn find_leftovers(lake: &Path, scan: &LakeScan) -> Result<Vec<PathBuf
         .map(|f| lake.join(&f.path))
         .collect();
     let mut found = Vec::new();
-    for table in Table::ALL {
+    for table in Table::STORED {
         let dir = lake.join(table.name());
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,

@@ -22,10 +22,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::prune::remove_leftovers;
 use super::scan::scan_lake;
 use super::{LakeError, LakeLock, create_dirs_synced, create_lake_dir, io_err, sync_dir};
+use crate::cancel::Cancel;
+use crate::changes;
 use crate::schema::Table;
 use crate::snapshot::{
-    FileEntry, GeneratorInfo, LOCK_FILE, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId,
-    TableEntry, format_time,
+    ChangesInfo, FileEntry, GeneratorInfo, LOCK_FILE, MANIFEST_DIR, MANIFEST_FORMAT, Manifest,
+    SnapshotId, TableEntry, format_time,
 };
 
 /// What the manifest records about a snapshot, and how files are cut.
@@ -137,12 +139,7 @@ impl SnapshotWriter {
         while taken(id) {
             id = id.next();
         }
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
-            .set_created_by(format!("mdesnap {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props = writer_properties(options.row_group_rows);
         Ok(SnapshotWriter {
             lake: lake.to_path_buf(),
             id,
@@ -264,20 +261,16 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    /// Publishes every table of the snapshot at once by writing its manifest.
+    /// Publishes every table of the snapshot at once by writing its manifest. When the
+    /// snapshot took `machines`, its changes against the previous snapshot of the same
+    /// scope are written first and published with it (`crate::changes`).
     pub fn commit(mut self) -> Result<Manifest, LakeError> {
         let tables: Vec<Table> = self.open.keys().copied().collect();
         for table in tables {
             self.close_file(table)?;
         }
-        for table in self.done.keys() {
-            let dir = self.lake.join(self.id.table_dir(*table));
-            if dir.is_dir() {
-                sync_dir(&dir)?;
-            }
-        }
         let finished_at = self.options.finished_at.unwrap_or_else(Utc::now);
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: self.id.to_string(),
             started_at: format_time(self.options.started_at),
@@ -286,15 +279,23 @@ impl SnapshotWriter {
             filter: self.options.filter.clone(),
             users: self.options.users.clone(),
             domains: self.options.domains.clone(),
-            tables: self
-                .done
-                .iter()
-                .map(|(t, e)| (t.name().to_string(), e.clone()))
-                .collect(),
+            tables: BTreeMap::new(),
             duplicates_dropped: self.duplicates_dropped,
             mdesnap_version: env!("CARGO_PKG_VERSION").to_string(),
             generator: self.options.generator.clone(),
+            changes: None,
         };
+        if self.done.contains_key(&Table::Machines) {
+            manifest.tables = self.table_entries();
+            manifest.changes = Some(self.write_changes(&manifest)?);
+        }
+        for table in self.done.keys() {
+            let dir = self.lake.join(self.id.table_dir(*table));
+            if dir.is_dir() {
+                sync_dir(&dir)?;
+            }
+        }
+        manifest.tables = self.table_entries();
         let dir = create_dirs_synced(&self.lake, Path::new(MANIFEST_DIR))?;
         let tmp = dir.join(format!(".{}.json.{}.tmp", self.id, self.job));
         let json =
@@ -316,6 +317,50 @@ impl SnapshotWriter {
         sync_dir(&dir)?;
         self.committed = true;
         Ok(manifest)
+    }
+
+    fn table_entries(&self) -> BTreeMap<String, TableEntry> {
+        self.done
+            .iter()
+            .map(|(t, e)| (t.name().to_string(), e.clone()))
+            .collect()
+    }
+
+    /// Computes and writes the change tables of the snapshot `manifest` describes (its
+    /// data files closed) against the previous one of its scope.
+    fn write_changes(&mut self, manifest: &Manifest) -> Result<ChangesInfo, LakeError> {
+        let scan = scan_lake(&self.lake)?;
+        let previous = changes::previous_of(&scan.snapshots, self.id, manifest);
+        if let Some(later) = scan.snapshots.iter().find(|m| {
+            m.snapshot_id().is_ok_and(|i| i > self.id) && changes::same_scope(m, manifest)
+        }) {
+            tracing::warn!(
+                "snapshot {} is older than snapshot {}, whose changes now skip it: run `mdesnap changes rebuild`",
+                self.id,
+                later.id
+            );
+        }
+        for table in Table::CHANGES {
+            self.done.entry(table).or_default();
+        }
+        let Some(previous) = previous else {
+            return Ok(ChangesInfo { previous: None });
+        };
+        let diff =
+            changes::diff(&self.lake, previous, manifest, false, &Cancel::new()).map_err(|e| {
+                LakeError::Changes {
+                    id: self.id,
+                    reason: e.to_string(),
+                }
+            })?;
+        self.append(Table::MachineChanges, &diff.machines)?;
+        self.append(Table::IpAddressChanges, &diff.ip_addresses)?;
+        for table in Table::CHANGES {
+            self.close_file(table)?;
+        }
+        Ok(ChangesInfo {
+            previous: Some(previous.id.clone()),
+        })
     }
 
     /// Removes every file this writer made; used when it is dropped without commit.
@@ -343,6 +388,83 @@ impl Drop for SnapshotWriter {
             self.discard();
         }
     }
+}
+
+/// How every Parquet file of the lake is written.
+pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_created_by(format!("mdesnap {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Writes `batch` as one new file of `table` in snapshot `id` (a temporary name,
+/// synced, then renamed), for a writer other than [`SnapshotWriter`]; `None` for an
+/// empty batch.
+pub(crate) fn write_one_file(
+    lake: &Path,
+    id: SnapshotId,
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<Option<FileEntry>, LakeError> {
+    if batch.num_rows() == 0 {
+        return Ok(None);
+    }
+    let dir_rel = id.table_dir(table);
+    let dir = create_dirs_synced(lake, &dir_rel)?;
+    let name = format!("part-00000-{}.parquet", uuid::Uuid::new_v4());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let parquet_err = |source| LakeError::Parquet {
+        path: tmp.clone(),
+        source,
+    };
+    let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+    let mut writer =
+        ArrowWriter::try_new(handle, table.schema(), Some(writer_properties(256 * 1024)))
+            .map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    let handle = writer.into_inner().map_err(parquet_err)?;
+    handle.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
+    let bytes = handle
+        .metadata()
+        .map_err(|e| io_err("reading size of", &tmp, e))?
+        .len();
+    drop(handle);
+    std::fs::rename(&tmp, dir.join(&name)).map_err(|e| io_err("renaming", &tmp, e))?;
+    sync_dir(&dir)?;
+    Ok(Some(FileEntry {
+        path: format!("{}/{name}", dir_rel.to_string_lossy().replace('\\', "/")),
+        rows: batch.num_rows() as u64,
+        bytes,
+    }))
+}
+
+/// Replaces the manifest of a committed snapshot in one rename (readers see the old
+/// one or the new one, never a mix); the caller holds the lock.
+pub(crate) fn replace_manifest(lake: &Path, manifest: &Manifest) -> Result<(), LakeError> {
+    let id: SnapshotId = manifest
+        .id
+        .parse()
+        .map_err(|source| LakeError::ManifestId {
+            path: lake.join(MANIFEST_DIR),
+            source,
+        })?;
+    let dir = lake.join(MANIFEST_DIR);
+    let tmp = dir.join(format!(".{id}.json.{}.tmp", uuid::Uuid::new_v4()));
+    let json =
+        serde_json::to_vec_pretty(manifest).map_err(|source| LakeError::CorruptManifest {
+            path: tmp.clone(),
+            source,
+        })?;
+    write_synced(&tmp, &json)?;
+    let path = lake.join(id.manifest_path());
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("replacing", &path, e));
+    }
+    sync_dir(&dir)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {

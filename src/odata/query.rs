@@ -168,11 +168,11 @@ pub fn looks_like_odata(text: &str) -> bool {
     let t = trim_text(text).trim_end();
     let t = strip_prefix(t).0;
     let name_end = t.find('?').unwrap_or(t.len());
-    let name = &t[..name_end];
+    let name = canonical_path(&t[..name_end]);
     !name.is_empty()
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         && (name_end < t.len()
-            || crate::schema::Table::ALL
+            || crate::schema::Table::STORED
                 .iter()
                 .any(|tb| entity_set_matches(name, *tb).is_some()))
 }
@@ -198,7 +198,23 @@ fn strip_prefix(t: &str) -> (&str, usize) {
     (rest, cut)
 }
 
+/// The request path with `machines/changes` (the spelling of an API that had it)
+/// read as the `machine_changes` entity set.
+fn canonical_path(path: &str) -> &str {
+    if path.eq_ignore_ascii_case("machines/changes") {
+        "machine_changes"
+    } else {
+        path
+    }
+}
+
 fn entity_set_matches(name: &str, table: crate::schema::Table) -> Option<bool> {
+    if table.is_change() {
+        // A change table covers every snapshot: it reads like a history table.
+        return (name.eq_ignore_ascii_case(table.name())
+            || name.eq_ignore_ascii_case(table.entity_set()))
+        .then_some(true);
+    }
     if name.eq_ignore_ascii_case(table.name()) || name.eq_ignore_ascii_case(table.entity_set()) {
         Some(false)
     } else if name.eq_ignore_ascii_case(&table.history_name()) {
@@ -219,8 +235,8 @@ pub fn parse_query(text: &str) -> Result<ODataQuery, QueryError> {
         None => (rest, None),
     };
     let mut found = None;
-    for t in crate::schema::Table::ALL {
-        if let Some(h) = entity_set_matches(path, t) {
+    for t in crate::schema::Table::STORED {
+        if let Some(h) = entity_set_matches(canonical_path(path), t) {
             found = Some((t, h));
         }
     }
@@ -228,6 +244,11 @@ pub fn parse_query(text: &str) -> Result<ODataQuery, QueryError> {
         let names: Vec<String> = crate::schema::Table::ALL
             .iter()
             .flat_map(|t| [t.name().to_string(), t.history_name()])
+            .chain(
+                crate::schema::Table::CHANGES
+                    .iter()
+                    .map(|t| t.name().to_string()),
+            )
             .collect();
         return Err(QueryError {
             offset: base,

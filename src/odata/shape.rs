@@ -63,6 +63,15 @@ pub fn has_nested_names(t: &DataType) -> bool {
 }
 
 /// The same data under another type of the same structure (field names may differ).
+/// `array` with the API's names on its nested fields (no copy: only the type changes).
+pub fn api_type_array(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let to = api_type(array.data_type());
+    if &to == array.data_type() {
+        return Ok(Arc::clone(array));
+    }
+    Ok(make_array(retype(array.to_data(), &to)?))
+}
+
 fn retype(data: ArrayData, to: &DataType) -> Result<ArrayData, ArrowError> {
     let children = match to {
         DataType::List(f) | DataType::LargeList(f) => data

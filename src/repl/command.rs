@@ -15,6 +15,8 @@ pub enum Meta {
     Tables,
     Describe(String),
     Snapshots,
+    /// `\diff [FROM [TO]]`: the changes between two snapshots.
+    Diff(Option<String>, Option<String>),
     /// `None`: back to the latest snapshot.
     AsOf(Option<String>),
     Format(Format),
@@ -71,6 +73,16 @@ pub const COMMANDS: &[Spec] = &[
         args: "",
         about: "the lake's snapshots, with their row counts",
         parse: |a| a.is_empty().then_some(Meta::Snapshots),
+    },
+    Spec {
+        name: "\\diff",
+        args: "[FROM [TO]]",
+        about: "what changed between two snapshots (ids, latest or times; default the last two)",
+        parse: |a| {
+            let mut words = a.split_whitespace().map(str::to_string);
+            let (from, to) = (words.next(), words.next());
+            words.next().is_none().then_some(Meta::Diff(from, to))
+        },
     },
     Spec {
         name: "\\asof",
@@ -221,6 +233,11 @@ mod tests {
             ("\\dt", Meta::Tables),
             ("\\d machines", Meta::Describe("machines".into())),
             ("\\snapshots", Meta::Snapshots),
+            ("\\diff", Meta::Diff(None, None)),
+            (
+                "\\diff 2026-01-01 latest",
+                Meta::Diff(Some("2026-01-01".into()), Some("latest".into())),
+            ),
             ("\\asof 2026-01-02", Meta::AsOf(Some("2026-01-02".into()))),
             ("\\asof latest", Meta::AsOf(None)),
             ("\\format csv", Meta::Format(Format::Csv)),

@@ -164,11 +164,11 @@ impl ReplHelper {
     pub fn new(tables: Vec<String>, mut columns: Vec<String>, color: bool) -> Self {
         columns.sort();
         columns.dedup();
-        let mut api_names: Vec<String> = Table::ALL
+        let mut api_names: Vec<String> = Table::STORED
             .iter()
             .flat_map(|t| t.properties())
             .map(|p| p.api.to_string())
-            .chain(Table::ALL.iter().map(|t| t.entity_set().to_string()))
+            .chain(Table::STORED.iter().map(|t| t.entity_set().to_string()))
             .chain(
                 crate::schema::IP_ADDRESS_PROPERTIES
                     .iter()
@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(h.candidates(line, line.len()).1, ["computerDnsName"]);
         let line = "machines?$filter=startsw";
         assert_eq!(h.candidates(line, line.len()).1, ["startswith"]);
-        assert_eq!(h.candidates("\\d", 2).1, ["\\d", "\\dt"]);
+        assert_eq!(h.candidates("\\d", 2).1, ["\\d", "\\diff", "\\dt"]);
         // A position inside a character of several bytes does not panic.
         let _ = h.candidates("é", 1);
     }

@@ -96,6 +96,8 @@ pub enum ReplError {
     Output(std::io::Error),
     #[error("interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Diff(#[from] crate::changes::DiffError),
 }
 
 impl From<Error> for ReplError {
@@ -214,7 +216,11 @@ impl Session {
             (Some(only), _) => format!("1 snapshot, {}", only.id),
             _ => "no snapshots".to_string(),
         };
-        let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        let tables: Vec<&str> = Table::ALL
+            .iter()
+            .chain(&Table::CHANGES)
+            .map(|t| t.name())
+            .collect();
         let at = match (self.engine.as_of(), self.engine.current_snapshot()) {
             (Some(_), Some(id)) => format!("; latest tables at {id}"),
             _ => String::new(),
@@ -388,6 +394,37 @@ impl Session {
                 let df = self.engine.sql(&sql).await?;
                 self.print_frame(df, out).await?;
             }
+            Meta::Diff(from, to) => {
+                let lake = self.engine.lake().to_path_buf();
+                let snapshots = self.engine.lake_scan().snapshots.clone();
+                let cancel = crate::cancel::Cancel::new();
+                // A Ctrl-C drops this future; the comparison on its thread stops too.
+                let _stop = cancel.cancel_on_drop();
+                let report = tokio::task::spawn_blocking(move || {
+                    let (from, to) =
+                        crate::changes::resolve(&snapshots, from.as_deref(), to.as_deref())?;
+                    crate::changes::Report::compute(&lake, from, to, false, &cancel)
+                })
+                .await
+                .map_err(|e| {
+                    ReplError::Diff(crate::changes::ChangesError::Join(e.to_string()).into())
+                })??;
+                say(
+                    out,
+                    format!("changes from {} to {}", report.from, report.to),
+                )?;
+                let ctx = self.engine.context();
+                let summary = report.summary().map_err(|e| {
+                    crate::changes::DiffError::from(crate::changes::ChangesError::from(e))
+                })?;
+                let rows = report.machine_rows().map_err(|e| {
+                    crate::changes::DiffError::from(crate::changes::ChangesError::from(e))
+                })?;
+                self.print_frame(ctx.read_batch(summary).map_err(Error::from)?, out)
+                    .await?;
+                self.print_frame(ctx.read_batch(rows).map_err(Error::from)?, out)
+                    .await?;
+            }
             Meta::AsOf(time) => {
                 let time = time.as_deref().map(parse_time).transpose()?;
                 self.engine.set_as_of(time)?;
@@ -503,6 +540,11 @@ impl Session {
             rows.push(scan.snapshots.iter().map(|m| m.rows(t)).sum());
             snapshots.push(range.clone());
         }
+        for t in Table::CHANGES {
+            names.push(t.name().to_string());
+            rows.push(scan.snapshots.iter().map(|m| m.rows(t)).sum());
+            snapshots.push(range.clone());
+        }
         names.push("snapshots".into());
         rows.push(scan.snapshots.len() as u64);
         snapshots.push(range);
@@ -523,7 +565,7 @@ impl Session {
     /// `\d TABLE`: its columns, their types and API names.
     async fn describe_frame(&self, name: &str) -> Result<DataFrame, Error> {
         let df = self.engine.context().table(name).await?;
-        let table = Table::ALL
+        let table = Table::STORED
             .iter()
             .copied()
             .find(|t| t.name() == name || t.history_name() == name);

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mdesnap::Cancel;
+use mdesnap::changes;
 use mdesnap::demo::{DemoOptions, GUIDE, SAMPLE_QUERIES, prepare};
 use mdesnap::emulator::Profile;
 use mdesnap::engine::Planned;
@@ -126,6 +127,25 @@ is `listening on http://ADDR`. Admin routes: GET /_emulator/stats, GET|POST /_em
 POST /_emulator/advance?days=N, GET /_emulator/users, GET /_emulator/domains. See docs/emulator.md."
     )]
     Emulate(EmulateArgs),
+    /// What changed between two snapshots: machines added, removed, and each changed property
+    #[command(
+        long_about = "What changed between two snapshots: machines added and removed, \
+and one row per changed property of the machines in both (the API's property name, the old \
+and the new value as text), computed from the snapshots' files. FROM and TO are snapshot ids, \
+`latest`, or times (the last snapshot at or before); by default the last two snapshots. They \
+need not be consecutive. lastSeen is left out unless --include-last-seen.\n\n\
+The table format prints a summary (rows per kind of change) and then the rows; the other \
+formats print the rows, and the summary on stderr. --summary prints only the summary, \
+--ip-addresses the addresses added and removed instead of the machine rows. Between \
+consecutive snapshots the same rows are in the lake's machine_changes and ip_address_changes \
+tables. See docs/changes.md."
+    )]
+    Diff(DiffArgs),
+    /// The change tables stored in a lake
+    Changes {
+        #[command(subcommand)]
+        command: ChangesCommand,
+    },
     /// Work with OData filters
     Odata {
         #[command(subcommand)]
@@ -291,6 +311,50 @@ struct DemoArgs {
     /// Make the demo lake again even if one is there
     #[arg(long)]
     fresh: bool,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// The earlier snapshot (an id, `latest`, or a time) [default: the one before TO]
+    from: Option<String>,
+    /// The later snapshot [default: the latest]
+    to: Option<String>,
+    /// Output format
+    #[arg(long, default_value = "table", value_parser = format_parser())]
+    format: Format,
+    /// Compare lastSeen too (it changes on every check-in)
+    #[arg(long)]
+    include_last_seen: bool,
+    /// Print only the rows per kind of change
+    #[arg(long, conflicts_with = "ip_addresses")]
+    summary: bool,
+    /// Print the addresses added and removed instead of the machine rows
+    #[arg(long)]
+    ip_addresses: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChangesCommand {
+    /// Compute the change tables of snapshots that lack them or whose previous snapshot changed
+    #[command(
+        long_about = "Compute machine_changes and ip_address_changes for every \
+snapshot whose stored changes are missing (a lake written by an older mdesnap) or were \
+computed against another snapshot than the one before it today (after `snapshots prune`, \
+or a snapshot written with an earlier id). Each snapshot's manifest is replaced in one \
+rename; its old change files are removed after. Takes the lake's lock."
+    )]
+    Rebuild {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Compute every snapshot's changes again, up to date or not
+        #[arg(long)]
+        force: bool,
+        /// Wait for a running writer instead of failing
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -502,6 +566,10 @@ async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
         Command::Repl(args) => repl(args).await,
         Command::Demo(args) => demo(args, cancel).await,
         Command::Snapshots { command } => snapshots(command).await,
+        Command::Diff(args) => diff(args, cancel).await,
+        Command::Changes {
+            command: ChangesCommand::Rebuild { lake, force, wait },
+        } => tokio::task::spawn_blocking(move || rebuild(&lake.lake, force, wait, &cancel)).await?,
         Command::Odata {
             command: OdataCommand::Parse { filter },
         } => odata_parse(&filter),
@@ -762,6 +830,84 @@ fn odata_parse(filter: &str) -> Result<(), Failure> {
         }
         Err(e) => Err(anyhow::anyhow!("{}", render_caret(&e.to_string(), filter, e.offset)).into()),
     }
+}
+
+async fn diff(args: DiffArgs, cancel: Cancel) -> Result<(), Failure> {
+    let lake = args.lake.lake.clone();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<changes::Report> {
+        let scan = scan_lake(&lake)?;
+        let (from, to) =
+            changes::resolve(&scan.snapshots, args.from.as_deref(), args.to.as_deref())?;
+        Ok(changes::Report::compute(
+            &lake,
+            from,
+            to,
+            args.include_last_seen,
+            &cancel,
+        )?)
+    })
+    .await??;
+    let summary = report.summary()?;
+    let rows = if args.ip_addresses {
+        report.address_rows()?
+    } else {
+        report.machine_rows()?
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout);
+    let print = |batch| ctx.read_batch(batch);
+    if args.summary {
+        write_stream(
+            print(summary)?.execute_stream().await?,
+            args.format,
+            None,
+            &mut out,
+        )
+        .await?;
+        return Ok(());
+    }
+    if args.format == Format::Table {
+        writeln!(out, "changes from {} to {}", report.from, report.to).map_err(Error::Output)?;
+        write_stream(
+            print(summary)?.execute_stream().await?,
+            args.format,
+            None,
+            &mut out,
+        )
+        .await?;
+        writeln!(out).map_err(Error::Output)?;
+    } else {
+        eprintln!("changes from {} to {}", report.from, report.to);
+        for line in report.summary_lines() {
+            eprintln!("  {line}");
+        }
+    }
+    write_stream(
+        print(rows)?.execute_stream().await?,
+        args.format,
+        None,
+        &mut out,
+    )
+    .await?;
+    Ok(())
+}
+
+fn rebuild(
+    lake: &std::path::Path,
+    force: bool,
+    wait: bool,
+    cancel: &Cancel,
+) -> Result<(), Failure> {
+    let report = mdesnap::lake::rebuild_changes(lake, wait, force, cancel, |id| {
+        eprintln!("computing the changes of snapshot {id}");
+    })?;
+    println!(
+        "rebuilt the changes of {} snapshot(s); {} already up to date",
+        report.rebuilt.len(),
+        report.current
+    );
+    Ok(())
 }
 
 async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {

@@ -1,0 +1,113 @@
+//! `mdesnap changes rebuild`: the change tables of snapshots written before they
+//! existed, or whose previous snapshot was pruned or written later.
+//!
+//! A snapshot's changes are up to date when its manifest says they were computed
+//! against the snapshot [`changes::previous_of`] picks today. Otherwise they are
+//! computed again, written under new names, and the manifest is replaced in one
+//! rename (readers see the old changes or the new ones); the old change files go
+//! after that. A kill at any point leaves each snapshot with one consistent set, and
+//! files no manifest lists are leftovers for the next writer or `snapshots prune`.
+
+use std::path::Path;
+
+use super::prune::remove_leftovers;
+use super::scan::scan_lake;
+use super::writer::{replace_manifest, write_one_file};
+use super::{LakeError, LakeLock, io_err};
+use crate::cancel::Cancel;
+use crate::changes;
+use crate::schema::Table;
+use crate::snapshot::{ChangesInfo, SnapshotId, TableEntry};
+
+/// What a rebuild did.
+#[derive(Debug, Default)]
+pub struct RebuildReport {
+    /// Snapshots whose changes were computed, with the snapshot compared against.
+    pub rebuilt: Vec<(SnapshotId, Option<String>)>,
+    /// Snapshots whose changes were already up to date.
+    pub current: usize,
+}
+
+/// Brings every snapshot's change tables up to date (all of them with `force`).
+pub fn rebuild_changes(
+    lake: &Path,
+    wait: bool,
+    force: bool,
+    cancel: &Cancel,
+    mut progress: impl FnMut(SnapshotId),
+) -> Result<RebuildReport, LakeError> {
+    if !lake.is_dir() {
+        return Err(LakeError::NotFound(lake.to_path_buf()));
+    }
+    let _lock = LakeLock::acquire(lake, wait)?;
+    let scan = scan_lake(lake)?;
+    remove_leftovers(lake, &scan)?;
+    let mut report = RebuildReport::default();
+    for m in &scan.snapshots {
+        if m.table(Table::Machines).is_none() {
+            continue;
+        }
+        let Ok(id) = m.snapshot_id() else { continue };
+        let previous = changes::previous_of(&scan.snapshots, id, m);
+        let wanted = ChangesInfo {
+            previous: previous.map(|p| p.id.clone()),
+        };
+        let has_tables = Table::CHANGES.iter().all(|t| m.table(*t).is_some());
+        // Changes against a snapshot since pruned, with none before it left, are
+        // still true: they are kept.
+        let pruned_first = previous.is_none()
+            && m.changes
+                .as_ref()
+                .and_then(|c| c.previous.as_deref())
+                .is_some_and(|p| p < m.id.as_str() && !scan.snapshots.iter().any(|s| s.id == p));
+        if !force && has_tables && (m.changes.as_ref() == Some(&wanted) || pruned_first) {
+            report.current += 1;
+            continue;
+        }
+        if cancel.is_cancelled() {
+            return Err(LakeError::Changes {
+                id,
+                reason: "cancelled".to_string(),
+            });
+        }
+        progress(id);
+        let mut updated = m.clone();
+        for t in Table::CHANGES {
+            updated
+                .tables
+                .insert(t.name().to_string(), TableEntry::default());
+        }
+        if let Some(previous) = previous {
+            let diff = changes::diff(lake, previous, m, false, cancel).map_err(|e| {
+                LakeError::Changes {
+                    id,
+                    reason: e.to_string(),
+                }
+            })?;
+            for (table, batch) in [
+                (Table::MachineChanges, &diff.machines),
+                (Table::IpAddressChanges, &diff.ip_addresses),
+            ] {
+                if let Some(file) = write_one_file(lake, id, table, batch)? {
+                    let entry = updated.tables.entry(table.name().to_string()).or_default();
+                    entry.rows += file.rows;
+                    entry.files.push(file);
+                }
+            }
+        }
+        updated.changes = Some(wanted.clone());
+        replace_manifest(lake, &updated)?;
+        for t in Table::CHANGES {
+            for f in m.table(t).map(|e| e.files.as_slice()).unwrap_or_default() {
+                let path = lake.join(&f.path);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing", &path, e)),
+                }
+            }
+        }
+        report.rebuilt.push((id, wanted.previous));
+    }
+    Ok(report)
+}
