@@ -664,3 +664,179 @@ fn with_snapshot(batch: &RecordBatch, to: SnapshotId) -> Result<RecordBatch, Arr
     columns.push(Arc::new(previous_column(to, batch.num_rows())));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::MachineDecoder;
+
+    fn machines(records: &[&str]) -> (RecordBatch, RecordBatch) {
+        let mut d = MachineDecoder::default();
+        for (i, r) in records.iter().enumerate() {
+            d.push_json(i, r).expect("decodes");
+        }
+        d.finish().expect("finishes")
+    }
+
+    /// The rows as `(id, change, field, old, new)`, in order.
+    fn rows(batch: &RecordBatch) -> Vec<[Option<String>; 5]> {
+        let col = |i: usize| batch.column(i).as_string::<i32>();
+        let text = |i: usize, r: usize| col(i).is_valid(r).then(|| col(i).value(r).to_string());
+        (0..batch.num_rows())
+            .map(|r| [text(1, r), text(3, r), text(4, r), text(5, r), text(6, r)])
+            .collect()
+    }
+
+    fn row(
+        id: &str,
+        change: &str,
+        field: Option<&str>,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> [Option<String>; 5] {
+        [
+            Some(id.to_string()),
+            Some(change.to_string()),
+            field.map(str::to_string),
+            old.map(str::to_string),
+            new.map(str::to_string),
+        ]
+    }
+
+    #[test]
+    fn every_kind_of_property_and_extra_keys_compare() {
+        let before = machines(&[
+            r#"{"id":"a","computerDnsName":"a.x","riskScore":"Low","osBuild":100,"isExcluded":false,
+                "machineTags":["x"],"lastSeen":"2026-01-01T00:00:00Z","onboardingStatus":"Onboarded",
+                "ipAddresses":[{"ipAddress":"10.0.0.1","macAddress":"AA","type":"Ethernet","operationalStatus":"Up"}],
+                "vmMetadata":{"vmId":"v1"},"futureA":1,"futureB":"x"}"#,
+            r#"{"id":"gone","computerDnsName":"gone.x"}"#,
+            r#"{"id":"same","riskScore":"High","lastSeen":"2026-01-01T00:00:00Z"}"#,
+        ]);
+        let after = machines(&[
+            r#"{"id":"new","computerDnsName":"new.x"}"#,
+            r#"{"id":"same","riskScore":"High","lastSeen":"2026-01-02T00:00:00Z"}"#,
+            r#"{"id":"a","computerDnsName":"a.x","riskScore":"High","osBuild":101,"isExcluded":true,
+                "machineTags":["x","y"],"lastSeen":"2026-01-02T00:00:00Z",
+                "ipAddresses":[{"ipAddress":"10.0.0.2","macAddress":"AA","type":"Ethernet","operationalStatus":"Up"}],
+                "vmMetadata":{"vmId":"v2"},"futureA":2,"futureC":true}"#,
+        ]);
+        let previous: SnapshotId = "20260101T000000Z".parse().expect("id");
+        let got = machine_changes(&before.0, &after.0, previous, false, &Cancel::new())
+            .expect("compares");
+        let ip = |a: &str| {
+            format!(
+                r#"[{{"ipAddress":"{a}","macAddress":"AA","type":"Ethernet","operationalStatus":"Up"}}]"#
+            )
+        };
+        let vm = |v: &str| {
+            format!(
+                r#"{{"vmId":"{v}","cloudProvider":null,"resourceId":null,"subscriptionId":null}}"#
+            )
+        };
+        // In the schema's (the API's) property order, then extra's keys.
+        assert_eq!(
+            rows(&got),
+            vec![
+                row(
+                    "a",
+                    "changed",
+                    Some("isExcluded"),
+                    Some("false"),
+                    Some("true")
+                ),
+                row("a", "changed", Some("osBuild"), Some("100"), Some("101")),
+                row("a", "changed", Some("riskScore"), Some("Low"), Some("High")),
+                row(
+                    "a",
+                    "changed",
+                    Some("machineTags"),
+                    Some(r#"["x"]"#),
+                    Some(r#"["x","y"]"#)
+                ),
+                row(
+                    "a",
+                    "changed",
+                    Some("onboardingStatus"),
+                    Some("Onboarded"),
+                    None
+                ),
+                row(
+                    "a",
+                    "changed",
+                    Some("ipAddresses"),
+                    Some(&ip("10.0.0.1")),
+                    Some(&ip("10.0.0.2"))
+                ),
+                row(
+                    "a",
+                    "changed",
+                    Some("vmMetadata"),
+                    Some(&vm("v1")),
+                    Some(&vm("v2"))
+                ),
+                row("a", "changed", Some("futureA"), Some("1"), Some("2")),
+                row("a", "changed", Some("futureB"), Some("x"), None),
+                row("a", "changed", Some("futureC"), None, Some("true")),
+                row("gone", "removed", None, None, None),
+                row("new", "added", None, None, None),
+            ]
+        );
+        // The previous snapshot and the names are on every row.
+        let prev = got
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert!(prev.iter().all(|p| p == Some(previous.micros())));
+        let names = got.column(2).as_string::<i32>();
+        assert_eq!(names.value(got.num_rows() - 2), "gone.x");
+        assert_eq!(names.value(got.num_rows() - 1), "new.x");
+
+        // lastSeen only when asked.
+        let with =
+            machine_changes(&before.0, &after.0, previous, true, &Cancel::new()).expect("compares");
+        let last_seen: Vec<_> = rows(&with)
+            .into_iter()
+            .filter(|r| r[2].as_deref() == Some(LAST_SEEN))
+            .collect();
+        let (d1, d2) = (Some("2026-01-01T00:00:00Z"), Some("2026-01-02T00:00:00Z"));
+        assert_eq!(
+            last_seen,
+            vec![
+                row("a", "changed", Some(LAST_SEEN), d1, d2),
+                row("same", "changed", Some(LAST_SEEN), d1, d2),
+            ]
+        );
+
+        // Addresses: one removed, one added, on machine a; gone's and new's had none.
+        let addrs = ip_address_changes(&before.1, &after.1, previous).expect("compares");
+        let col = |i: usize| addrs.column(i).as_string::<i32>();
+        let got: Vec<(String, String, String)> = (0..addrs.num_rows())
+            .map(|r| {
+                (
+                    col(1).value(r).into(),
+                    col(2).value(r).into(),
+                    col(3).value(r).into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), "10.0.0.1".into(), "removed".into()),
+                ("a".into(), "10.0.0.2".into(), "added".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cancelled_comparison_stops() {
+        let (batch, _) = machines(&[r#"{"id":"a"}"#]);
+        let cancel = Cancel::new();
+        cancel.cancel();
+        let previous: SnapshotId = "20260101T000000Z".parse().expect("id");
+        assert!(matches!(
+            machine_changes(&batch, &batch, previous, false, &cancel),
+            Err(ChangesError::Cancelled)
+        ));
+    }
+}

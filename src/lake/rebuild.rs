@@ -54,13 +54,13 @@ pub fn rebuild_changes(
         };
         let has_tables = Table::CHANGES.iter().all(|t| m.table(*t).is_some());
         // Changes against a snapshot since pruned, with none before it left, are
-        // still true: they are kept.
+        // still true: they are kept (with `force` too: nothing could replace them).
         let pruned_first = previous.is_none()
             && m.changes
                 .as_ref()
                 .and_then(|c| c.previous.as_deref())
                 .is_some_and(|p| p < m.id.as_str() && !scan.snapshots.iter().any(|s| s.id == p));
-        if !force && has_tables && (m.changes.as_ref() == Some(&wanted) || pruned_first) {
+        if pruned_first || (!force && has_tables && m.changes.as_ref() == Some(&wanted)) {
             report.current += 1;
             continue;
         }

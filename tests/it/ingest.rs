@@ -59,7 +59,7 @@ async fn rig(cfg: EmulatorConfig) -> Rig {
 }
 
 /// Options for the emulator's default credentials, with quick retries.
-fn options(lake: &Path, url: &str) -> IngestOptions {
+pub(crate) fn options(lake: &Path, url: &str) -> IngestOptions {
     let mut o = IngestOptions::new(
         lake,
         endpoints(url),
@@ -76,7 +76,9 @@ fn options(lake: &Path, url: &str) -> IngestOptions {
 }
 
 /// Runs an ingest, keeping its events.
-async fn run_ingest(options: &IngestOptions) -> (Result<IngestReport, IngestError>, Vec<Event>) {
+pub(crate) async fn run_ingest(
+    options: &IngestOptions,
+) -> (Result<IngestReport, IngestError>, Vec<Event>) {
     let events = Mutex::new(Vec::new());
     let observe = |e: Event| events.lock().expect("lock").push(e);
     let result = ingest(options, &observe).await;

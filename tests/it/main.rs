@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per area.
 
+mod changes;
 mod cli;
 mod conformance;
 mod emulator;
