@@ -26,7 +26,7 @@ use arrow::array::{
     UInt32Array, make_comparator,
 };
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
@@ -60,27 +60,47 @@ pub enum ChangesError {
     Join(String),
 }
 
+/// What a snapshot covers: snapshots compare only with snapshots of the same scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    generated: bool,
+    filter: Option<String>,
+    users: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Scope {
+    /// The scope of a snapshot taken from `source` with this `$filter`, users and
+    /// domains.
+    pub fn new(source: &str, filter: Option<&str>, users: &[String], domains: &[String]) -> Self {
+        Scope {
+            generated: source == "generate",
+            filter: filter.map(str::to_string),
+            users: users.to_vec(),
+            domains: domains.to_vec(),
+        }
+    }
+
+    /// The scope of a committed snapshot.
+    pub fn of(m: &Manifest) -> Self {
+        Scope::new(&m.source, m.filter.as_deref(), &m.users, &m.domains)
+    }
+}
+
 /// The snapshot a new snapshot's changes are computed against: the newest committed
-/// one before it that took `machines` with the same scope (source, `$filter`, users
-/// and domains), since a snapshot of part of a tenant compared with the whole would
-/// show everything else as removed. `None` for the first of its scope.
+/// one before it that took `machines` with the same scope (source kind, `$filter`,
+/// users and domains), since a snapshot of part of a tenant compared with the whole
+/// would show everything else as removed. `None` for the first of its scope.
 pub fn previous_of<'a>(
     snapshots: &'a [Manifest],
     id: SnapshotId,
-    scope: &Manifest,
+    scope: &Scope,
 ) -> Option<&'a Manifest> {
     snapshots.iter().rev().find(|m| {
         m.snapshot_id().is_ok_and(|i| i < id)
             && m.table(Table::Machines).is_some()
-            && same_scope(m, scope)
+            && Scope::of(m) == *scope
     })
-}
-
-/// Whether two snapshots cover the same devices: the same source kind, filter,
-/// users and domains.
-pub fn same_scope(a: &Manifest, b: &Manifest) -> bool {
-    let kind = |m: &Manifest| m.source == "generate";
-    kind(a) == kind(b) && a.filter == b.filter && a.users == b.users && a.domains == b.domains
 }
 
 /// Reads every file of `table` in `manifest` into one batch (empty when the snapshot
@@ -101,7 +121,12 @@ pub fn read_table(
                 source,
             })?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(64 * 1024).build())
+                .and_then(|b| {
+                    let rows = usize::try_from(f.rows)
+                        .unwrap_or(usize::MAX)
+                        .clamp(1, 1 << 20);
+                    b.with_batch_size(rows).build()
+                })
                 .map_err(|source| ChangesError::Read {
                     path: shown.clone(),
                     source,
@@ -113,6 +138,9 @@ pub fn read_table(
                 })?);
             }
         }
+    }
+    if batches.len() == 1 {
+        return Ok(batches.remove(0));
     }
     Ok(concat_batches(&schema, &batches)?)
 }
@@ -127,117 +155,211 @@ pub fn machine_changes(
     include_last_seen: bool,
     cancel: &Cancel,
 ) -> Result<RecordBatch, ChangesError> {
-    let old_ids = ids(old)?;
-    let new_ids = ids(new)?;
-    let mut old_index: HashMap<&str, u32> = HashMap::with_capacity(old_ids.len());
-    for (i, id) in old_ids.iter().enumerate() {
-        if let Some(id) = id {
-            old_index.entry(id).or_insert(i as u32);
-        }
-    }
-    let names = dns_names(old, new)?;
-    let compared: Vec<(usize, &str)> = MACHINE_PROPERTIES
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.api != "id" && (include_last_seen || p.api != LAST_SEEN))
-        .map(|(i, p)| (i, p.api))
-        .collect();
-    let extra_at = old.schema().index_of("extra")?;
-    let comparators = compared
-        .iter()
-        .map(|(i, _)| make_comparator(old.column(*i), new.column(*i), Default::default()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let extra_cmp = make_comparator(
-        old.column(extra_at),
-        new.column(extra_at),
-        Default::default(),
-    )?;
+    let mut comparer = MachineComparer::new(old.clone(), previous, include_last_seen);
+    comparer.push(new, cancel)?;
+    comparer.finish()
+}
 
-    let mut rows = Rows::default();
-    let mut seen: HashSet<u32> = HashSet::with_capacity(old_index.len());
-    let mut added: HashSet<&str> = HashSet::new();
-    // Pairs with at least one differing property, and which ones.
-    let mut differing: Vec<(u32, u32, Vec<usize>, bool)> = Vec::new();
-    for (n, id) in new_ids.iter().enumerate() {
-        if n % 65_536 == 0 && cancel.is_cancelled() {
-            return Err(ChangesError::Cancelled);
-        }
-        let Some(id) = id else { continue };
-        let n = n as u32;
-        match old_index.get(id) {
-            None => {
-                if added.insert(id) {
-                    rows.push(id, names.after(n), "added", None, None, None);
-                }
-            }
-            Some(&o) => {
-                if !seen.insert(o) {
-                    continue;
-                }
-                let fields: Vec<usize> = comparators
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, cmp)| cmp(o as usize, n as usize).is_ne())
-                    .map(|(k, _)| k)
-                    .collect();
-                let extra = extra_cmp(o as usize, n as usize).is_ne();
-                if !fields.is_empty() || extra {
-                    differing.push((o, n, fields, extra));
-                }
-            }
+/// A fast hasher for the id maps (ids are not attacker-chosen keys here: they come
+/// from the lake's own files, and a collision only costs time).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
-    for (o, id) in old_ids.iter().enumerate() {
-        if let Some(id) = id
-            && old_index.get(id) == Some(&(o as u32))
-            && !seen.contains(&(o as u32))
-        {
-            rows.push(id, names.before(o as u32), "removed", None, None, None);
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+type FxMap<K, V> = HashMap<K, V, FxBuild>;
+type FxSet<K> = HashSet<K, FxBuild>;
+
+/// Compares a new snapshot's machines, batch by batch as they are written, with the
+/// previous snapshot's (held whole): only the change rows and a flag per earlier
+/// machine are kept, so the new snapshot is never held in memory.
+pub struct MachineComparer {
+    old: RecordBatch,
+    old_index: FxMap<Box<str>, u32>,
+    seen: Vec<bool>,
+    added: FxSet<Box<str>>,
+    compared: Vec<(usize, &'static str)>,
+    extra_at: Option<usize>,
+    known: HashSet<&'static str>,
+    previous: SnapshotId,
+    rows: Rows,
+}
+
+impl std::fmt::Debug for MachineComparer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineComparer")
+            .field("previous", &self.previous)
+            .field("old_rows", &self.old.num_rows())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MachineComparer {
+    /// A comparer against `old`, the machines of snapshot `previous`.
+    pub fn new(old: RecordBatch, previous: SnapshotId, include_last_seen: bool) -> Self {
+        let mut old_index = FxMap::default();
+        if let Ok(ids) = ids(&old) {
+            old_index.reserve(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(id) = id {
+                    old_index.entry(id.into()).or_insert(i as u32);
+                }
+            }
+        }
+        let compared = MACHINE_PROPERTIES
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.api != "id" && (include_last_seen || p.api != LAST_SEEN))
+            .map(|(i, p)| (i, p.api))
+            .collect();
+        MachineComparer {
+            seen: vec![false; old.num_rows()],
+            extra_at: old.schema().index_of("extra").ok(),
+            old,
+            old_index,
+            added: FxSet::default(),
+            compared,
+            known: MACHINE_PROPERTIES.iter().map(|p| p.api).collect(),
+            previous,
+            rows: Rows::default(),
         }
     }
-    // Values as text, only for the rows that changed.
-    let old_rows = take_record_batch(
-        old,
-        &UInt32Array::from_iter_values(differing.iter().map(|d| d.0)),
-    )?;
-    let new_rows = take_record_batch(
-        new,
-        &UInt32Array::from_iter_values(differing.iter().map(|d| d.1)),
-    )?;
-    let old_records = api_records(&api_batch(&old_rows)?)?;
-    let new_records = api_records(&api_batch(&new_rows)?)?;
-    let known: HashSet<&str> = MACHINE_PROPERTIES.iter().map(|p| p.api).collect();
-    for (k, (_, n, fields, extra)) in differing.iter().enumerate() {
-        let (Some(before), Some(after)) = (old_records.get(k), new_records.get(k)) else {
-            continue;
+
+    /// Compares one batch of the new snapshot's machines.
+    pub fn push(&mut self, new: &RecordBatch, cancel: &Cancel) -> Result<(), ChangesError> {
+        let old = &self.old;
+        let new_ids = ids(new)?;
+        let new_names = dns_names(new)?;
+        let comparators = self
+            .compared
+            .iter()
+            .map(|(i, _)| make_comparator(old.column(*i), new.column(*i), Default::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let extra_cmp = match self.extra_at {
+            Some(i) => Some(make_comparator(
+                old.column(i),
+                new.column(i),
+                Default::default(),
+            )?),
+            None => None,
         };
-        let id = new_ids.value(*n as usize);
-        let name = names.after(*n);
-        for f in fields {
-            let api = compared[*f].1;
-            rows.push(
-                id,
-                name,
-                "changed",
-                Some(api),
-                value_text(before.get(api)).as_deref(),
-                value_text(after.get(api)).as_deref(),
-            );
+        // Pairs with at least one differing property, and which ones.
+        let mut differing: Vec<(u32, u32, Vec<usize>, bool)> = Vec::new();
+        for (n, id) in new_ids.iter().enumerate() {
+            if n % 16_384 == 0 && cancel.is_cancelled() {
+                return Err(ChangesError::Cancelled);
+            }
+            let Some(id) = id else { continue };
+            match self.old_index.get(id) {
+                None => {
+                    if self.added.insert(id.into()) {
+                        self.rows
+                            .push(id, text_at(new_names, n), "added", None, None, None);
+                    }
+                }
+                Some(&o) => {
+                    let seen = &mut self.seen[o as usize];
+                    if std::mem::replace(seen, true) {
+                        continue;
+                    }
+                    let fields: Vec<usize> = comparators
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, cmp)| cmp(o as usize, n).is_ne())
+                        .map(|(k, _)| k)
+                        .collect();
+                    let extra = extra_cmp.as_ref().is_some_and(|c| c(o as usize, n).is_ne());
+                    if !fields.is_empty() || extra {
+                        differing.push((o, n as u32, fields, extra));
+                    }
+                }
+            }
         }
-        if *extra {
-            for (key, old_v, new_v) in extra_differences(before, after, &known) {
-                rows.push(
+        if differing.is_empty() {
+            return Ok(());
+        }
+        // Values as text, only for the rows that changed.
+        let old_rows = take_record_batch(
+            old,
+            &UInt32Array::from_iter_values(differing.iter().map(|d| d.0)),
+        )?;
+        let new_rows = take_record_batch(
+            new,
+            &UInt32Array::from_iter_values(differing.iter().map(|d| d.1)),
+        )?;
+        let old_records = api_records(&api_batch(&old_rows)?)?;
+        let new_records = api_records(&api_batch(&new_rows)?)?;
+        for (k, (_, n, fields, extra)) in differing.iter().enumerate() {
+            let (Some(before), Some(after)) = (old_records.get(k), new_records.get(k)) else {
+                continue;
+            };
+            let id = new_ids.value(*n as usize);
+            let name = text_at(new_names, *n as usize);
+            for f in fields {
+                let api = self.compared[*f].1;
+                self.rows.push(
                     id,
                     name,
                     "changed",
-                    Some(key),
-                    value_text(old_v).as_deref(),
-                    value_text(new_v).as_deref(),
+                    Some(api),
+                    value_text(before.get(api)).as_deref(),
+                    value_text(after.get(api)).as_deref(),
                 );
             }
+            if *extra {
+                for (key, old_v, new_v) in extra_differences(before, after, &self.known) {
+                    self.rows.push(
+                        id,
+                        name,
+                        "changed",
+                        Some(key),
+                        value_text(old_v).as_deref(),
+                        value_text(new_v).as_deref(),
+                    );
+                }
+            }
         }
+        Ok(())
     }
-    rows.finish(previous)
+
+    /// The snapshot compared against.
+    pub fn previous(&self) -> SnapshotId {
+        self.previous
+    }
+
+    /// The rows of `machine_changes`: those found, and the machines never seen again.
+    pub fn finish(mut self) -> Result<RecordBatch, ChangesError> {
+        let old_ids = ids(&self.old)?;
+        let old_names = dns_names(&self.old)?;
+        for (o, id) in old_ids.iter().enumerate() {
+            if let Some(id) = id
+                && !self.seen[o]
+                && self.old_index.get(id) == Some(&(o as u32))
+            {
+                self.rows
+                    .push(id, text_at(old_names, o), "removed", None, None, None);
+            }
+        }
+        self.rows.finish(self.previous)
+    }
+}
+
+/// The value at `i` of a string column.
+fn text_at(c: &StringArray, i: usize) -> Option<&str> {
+    c.is_valid(i).then(|| c.value(i))
 }
 
 /// The ids of a machines batch.
@@ -248,33 +370,11 @@ fn ids(batch: &RecordBatch) -> Result<&StringArray, ArrowError> {
         .ok_or_else(|| ArrowError::SchemaError("id is not a string column".into()))
 }
 
-/// Both sides' `computer_dns_name`.
-struct DnsNames<'a> {
-    old: &'a StringArray,
-    new: &'a StringArray,
-}
-
-impl DnsNames<'_> {
-    fn before(&self, i: u32) -> Option<&str> {
-        let i = i as usize;
-        self.old.is_valid(i).then(|| self.old.value(i))
-    }
-    fn after(&self, i: u32) -> Option<&str> {
-        let i = i as usize;
-        self.new.is_valid(i).then(|| self.new.value(i))
-    }
-}
-
-fn dns_names<'a>(old: &'a RecordBatch, new: &'a RecordBatch) -> Result<DnsNames<'a>, ArrowError> {
-    let get = |b: &'a RecordBatch| {
-        b.column(b.schema().index_of("computer_dns_name")?)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| ArrowError::SchemaError("computer_dns_name is not a string".into()))
-    };
-    Ok(DnsNames {
-        old: get(old)?,
-        new: get(new)?,
-    })
+/// A machines batch's `computer_dns_name`.
+fn dns_names(b: &RecordBatch) -> Result<&StringArray, ArrowError> {
+    b.column(b.schema().index_of("computer_dns_name")?)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| ArrowError::SchemaError("computer_dns_name is not a string".into()))
 }
 
 /// The keys outside the schema (those `extra` held) whose values differ.
@@ -336,68 +436,151 @@ pub fn ip_address_changes(
     new: &RecordBatch,
     previous: SnapshotId,
 ) -> Result<RecordBatch, ChangesError> {
-    let pairs = |b: &RecordBatch| -> Result<Vec<(String, Option<String>, usize)>, ArrowError> {
-        let col = |name: &str| -> Result<&StringArray, ArrowError> {
-            b.column(b.schema().index_of(name)?)
-                .as_string_opt::<i32>()
-                .ok_or_else(|| ArrowError::SchemaError(format!("{name} is not a string")))
-        };
-        let (m, ip) = (col("machine_id")?, col("ip_address")?);
-        Ok((0..b.num_rows())
-            .map(|i| {
-                let ip = ip.is_valid(i).then(|| ip.value(i).to_string());
-                (m.value(i).to_string(), ip, i)
-            })
-            .collect())
+    let mut comparer = AddressComparer::new(old.clone(), previous)?;
+    comparer.push(new)?;
+    comparer.finish()
+}
+
+type Pair = (Box<str>, Option<Box<str>>);
+
+/// One address change: machine, address, change, MAC address, type.
+type AddressRow = (
+    Box<str>,
+    Option<Box<str>>,
+    &'static str,
+    Option<String>,
+    Option<String>,
+);
+
+/// As [`MachineComparer`], for `ip_addresses`.
+pub struct AddressComparer {
+    old: RecordBatch,
+    old_pairs: FxMap<Pair, u32>,
+    seen_old: Vec<bool>,
+    seen_new: FxSet<Pair>,
+    out: Vec<AddressRow>,
+    previous: SnapshotId,
+}
+
+impl std::fmt::Debug for AddressComparer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressComparer")
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
+}
+
+fn address_columns(b: &RecordBatch) -> Result<[&StringArray; 4], ArrowError> {
+    let col = |name: &str| -> Result<&StringArray, ArrowError> {
+        b.column(b.schema().index_of(name)?)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("{name} is not a string")))
     };
-    let old_pairs = pairs(old)?;
-    let new_pairs = pairs(new)?;
-    let key = |p: &(String, Option<String>, usize)| (p.0.clone(), p.1.clone());
-    let old_keys: HashSet<_> = old_pairs.iter().map(key).collect();
-    let new_keys: HashSet<_> = new_pairs.iter().map(key).collect();
-    let mut out: Vec<(&str, Option<&str>, &str, &RecordBatch, usize)> = Vec::new();
-    let mut done = HashSet::new();
-    for p in &new_pairs {
-        if !old_keys.contains(&key(p)) && done.insert(key(p)) {
-            out.push((&p.0, p.1.as_deref(), "added", new, p.2));
+    Ok([
+        col("machine_id")?,
+        col("ip_address")?,
+        col("mac_address")?,
+        col("type")?,
+    ])
+}
+
+fn pair_at(c: &[&StringArray; 4], i: usize) -> Pair {
+    (c[0].value(i).into(), text_at(c[1], i).map(Into::into))
+}
+
+impl AddressComparer {
+    /// A comparer against `old`, the addresses of snapshot `previous`.
+    pub fn new(old: RecordBatch, previous: SnapshotId) -> Result<Self, ChangesError> {
+        let mut old_pairs = FxMap::default();
+        {
+            let c = address_columns(&old)?;
+            old_pairs.reserve(old.num_rows());
+            for i in 0..old.num_rows() {
+                old_pairs.entry(pair_at(&c, i)).or_insert(i as u32);
+            }
         }
+        Ok(AddressComparer {
+            seen_old: vec![false; old.num_rows()],
+            old,
+            old_pairs,
+            seen_new: FxSet::default(),
+            out: Vec::new(),
+            previous,
+        })
     }
-    let mut done = HashSet::new();
-    for p in &old_pairs {
-        if !new_keys.contains(&key(p)) && done.insert(key(p)) {
-            out.push((&p.0, p.1.as_deref(), "removed", old, p.2));
+
+    /// No address changes: for snapshots of which one lacks `ip_addresses`.
+    pub fn empty(previous: SnapshotId) -> Result<RecordBatch, ChangesError> {
+        let none = RecordBatch::new_empty(Table::IpAddresses.schema());
+        let comparer = AddressComparer::new(none, previous)?;
+        comparer.finish()
+    }
+
+    /// Compares one batch of the new snapshot's addresses.
+    pub fn push(&mut self, new: &RecordBatch) -> Result<(), ChangesError> {
+        let c = address_columns(new)?;
+        for i in 0..new.num_rows() {
+            let pair = pair_at(&c, i);
+            if self.seen_new.contains(&pair) {
+                continue;
+            }
+            match self.old_pairs.get(&pair) {
+                Some(&o) => self.seen_old[o as usize] = true,
+                None => self.out.push((
+                    pair.0.clone(),
+                    pair.1.clone(),
+                    "added",
+                    text_at(c[2], i).map(str::to_string),
+                    text_at(c[3], i).map(str::to_string),
+                )),
+            }
+            self.seen_new.insert(pair);
         }
+        Ok(())
     }
-    out.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    let text = |b: &RecordBatch, name: &str, i: usize| -> Option<String> {
-        let c = b
-            .column(b.schema().index_of(name).ok()?)
-            .as_string_opt::<i32>()?;
-        c.is_valid(i).then(|| c.value(i).to_string())
-    };
-    let schema = Table::IpAddressChanges.schema();
-    let n = out.len();
-    let mut machine = StringBuilder::new();
-    let mut ip = StringBuilder::new();
-    let mut change = StringBuilder::new();
-    let mut mac = StringBuilder::new();
-    let mut kind = StringBuilder::new();
-    for (m, a, c, b, i) in &out {
-        machine.append_value(m);
-        ip.append_option(*a);
-        change.append_value(c);
-        mac.append_option(text(b, "mac_address", *i));
-        kind.append_option(text(b, "type", *i));
+
+    /// The rows of `ip_address_changes`.
+    pub fn finish(mut self) -> Result<RecordBatch, ChangesError> {
+        let c = address_columns(&self.old)?;
+        for (pair, &o) in &self.old_pairs {
+            if !self.seen_old[o as usize] {
+                self.out.push((
+                    pair.0.clone(),
+                    pair.1.clone(),
+                    "removed",
+                    text_at(c[2], o as usize).map(str::to_string),
+                    text_at(c[3], o as usize).map(str::to_string),
+                ));
+            }
+        }
+        self.out
+            .sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        let n = self.out.len();
+        let mut machine = StringBuilder::new();
+        let mut ip = StringBuilder::new();
+        let mut change = StringBuilder::new();
+        let mut mac = StringBuilder::new();
+        let mut kind = StringBuilder::new();
+        for (m, a, ch, mc, k) in &self.out {
+            machine.append_value(m);
+            ip.append_option(a.as_deref());
+            change.append_value(ch);
+            mac.append_option(mc.as_deref());
+            kind.append_option(k.as_deref());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(previous_column(self.previous, n)),
+            Arc::new(machine.finish()),
+            Arc::new(ip.finish()),
+            Arc::new(change.finish()),
+            Arc::new(mac.finish()),
+            Arc::new(kind.finish()),
+        ];
+        Ok(RecordBatch::try_new(
+            Table::IpAddressChanges.schema(),
+            columns,
+        )?)
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(previous_column(previous, n)),
-        Arc::new(machine.finish()),
-        Arc::new(ip.finish()),
-        Arc::new(change.finish()),
-        Arc::new(mac.finish()),
-        Arc::new(kind.finish()),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn previous_column(previous: SnapshotId, n: usize) -> TimestampMicrosecondArray {
@@ -447,15 +630,11 @@ impl Rows {
             Arc::new(self.old.finish()),
             Arc::new(self.new.finish()),
         ];
-        let batch = RecordBatch::try_new(machine_changes_schema(), columns)?;
+        let batch = RecordBatch::try_new(Table::MachineChanges.schema(), columns)?;
         self.keys.sort();
         let order = UInt32Array::from_iter_values(self.keys.iter().map(|k| k.1 as u32));
         Ok(take_record_batch(&batch, &order)?)
     }
-}
-
-fn machine_changes_schema() -> SchemaRef {
-    Table::MachineChanges.schema()
 }
 
 /// The changes between two committed snapshots, computed from their files.
@@ -485,11 +664,16 @@ pub fn diff(
     let new = new?;
     let machines = machine_changes(&old, &new, previous, include_last_seen, cancel)?;
     drop((old, new));
-    let ip_addresses = ip_address_changes(
-        &read_table(lake, from, Table::IpAddresses)?,
-        &read_table(lake, to, Table::IpAddresses)?,
-        previous,
-    )?;
+    let ip_addresses =
+        if from.table(Table::IpAddresses).is_some() && to.table(Table::IpAddresses).is_some() {
+            ip_address_changes(
+                &read_table(lake, from, Table::IpAddresses)?,
+                &read_table(lake, to, Table::IpAddresses)?,
+                previous,
+            )?
+        } else {
+            AddressComparer::empty(previous)?
+        };
     Ok(Diff {
         machines,
         ip_addresses,

@@ -48,7 +48,7 @@ pub fn rebuild_changes(
             continue;
         }
         let Ok(id) = m.snapshot_id() else { continue };
-        let previous = changes::previous_of(&scan.snapshots, id, m);
+        let previous = changes::previous_of(&scan.snapshots, id, &changes::Scope::of(m));
         let wanted = ChangesInfo {
             previous: previous.map(|p| p.id.clone()),
         };
