@@ -52,6 +52,8 @@ fn help_pages() {
         ("help_emulate", vec!["emulate", "--help"]),
         ("help_odata", vec!["odata", "--help"]),
         ("help_odata_parse", vec!["odata", "parse", "--help"]),
+        ("help_diff", vec!["diff", "--help"]),
+        ("help_changes_rebuild", vec!["changes", "rebuild", "--help"]),
     ] {
         snap!(name, cli(&args));
     }

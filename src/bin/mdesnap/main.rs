@@ -87,7 +87,8 @@ the Defender API would be called with, like 'machines?$filter=riskScore eq 'High
 lake, and print the result or write it to a file (--output). See docs/odata.md.\n\n\
 Tables: machines, ip_addresses, security_states, user_machines, domain_machines (the latest \
 snapshot, or the last one at or before --as-of), each also as <table>_history across every \
-snapshot with a `snapshot` column, and `snapshots` (one row per snapshot).\n\n\
+snapshot with a `snapshot` column, machine_changes and ip_address_changes (each snapshot's \
+changes against the one before; see docs/changes.md), and `snapshots` (one row per snapshot).\n\n\
 Example:\n  mdesnap query --lake sample-data \"SELECT os_platform, count(*) AS n FROM machines GROUP BY 1 ORDER BY n DESC\""
     )]
     Query(QueryArgs),
