@@ -232,7 +232,8 @@ Try (SQL ends with ';', OData runs on Enter):
   SELECT health_status, count(*) FROM machines GROUP BY 1 ORDER BY 2 DESC;
   machines?$filter=riskScore eq 'High'&$select=computerDnsName,osPlatform&$top=5
   SELECT snapshot, count(*) FROM machines_history GROUP BY 1 ORDER BY 1;
-  \\dt   \\d machines   \\snapshots   \\? for everything";
+  SELECT snapshot, field, count(*) FROM machine_changes GROUP BY 1, 2 ORDER BY 1, 3 DESC;
+  \\diff   \\dt   \\d machines   \\snapshots   \\? for everything";
 
 /// The statements the demo runs when stdin is not a terminal.
 pub const SAMPLE_QUERIES: &[&str] = &[
@@ -240,5 +241,6 @@ pub const SAMPLE_QUERIES: &[&str] = &[
     "machines?$filter=riskScore eq 'High' and osPlatform eq 'Windows11'&$select=computerDnsName,riskScore,exposureLevel&$orderby=computerDnsName&$top=5",
     "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, count(*) AS machines, count(*) FILTER (WHERE risk_score = 'High') AS high_risk FROM machines_history GROUP BY 1 ORDER BY 1;",
     "SELECT m.computer_dns_name, count(*) AS addresses FROM machines m JOIN ip_addresses i ON i.machine_id = m.id GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5;",
+    "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, field, count(*) AS changes FROM machine_changes WHERE change = 'changed' GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2 LIMIT 8;",
     "\\dt",
 ];

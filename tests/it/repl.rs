@@ -497,3 +497,48 @@ fn demo_piped_makes_a_lake_through_ingest_and_runs_sample_queries() {
             .success()
     );
 }
+
+#[test]
+fn diff_in_the_console_prints_the_summary_and_the_stored_rows() {
+    let dir = tempdir().expect("tempdir");
+    let lake = sample_data().display().to_string();
+    let o = run_with_stdin(
+        &["repl", "--lake", &lake, "--format", "csv"],
+        "\\diff\nSELECT * FROM machine_changes WHERE snapshot = '2026-01-07T07:00:00Z';\n\\diff yesterday\n",
+        dir.path(),
+    );
+    let out = crate::stdout(&o);
+    let (diff, rest) = out
+        .split_once("changes from 20260106T070000Z to 20260107T070000Z\n")
+        .map(|(_, r)| r.split_once("\nprevious_snapshot,").expect("rows follow"))
+        .expect("the pair is named");
+    assert!(
+        diff.starts_with("table,change,field,rows\nmachines,added,,"),
+        "{diff}"
+    );
+    // The rows \diff printed are the stored rows of the latest snapshot, in order.
+    let (rows, stored) = rest
+        .split_once("previous_snapshot,")
+        .expect("the stored rows follow");
+    let sorted = |t: &str| {
+        let mut lines: Vec<String> = t.trim_end().lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(rows), sorted(stored));
+    // Ordered by machine id (then the API's property order, which SQL cannot sort by).
+    let ids: Vec<&str> = rows
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    assert!(rows.lines().count() > 3, "{rows}");
+    // A bad argument is an error naming it, and stops the piped run.
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        crate::stderr(&o).contains("'yesterday' is not a snapshot id"),
+        "{}",
+        crate::stderr(&o)
+    );
+}
