@@ -30,13 +30,13 @@ impl Cancel {
         self.0.store(true, Ordering::SeqCst);
     }
 
-    /// Whether stopping was asked for.
     /// A guard that cancels this flag when dropped: work handed to another thread
     /// stops when the future waiting for it is dropped (Ctrl-C in the console).
     pub fn cancel_on_drop(&self) -> CancelOnDrop {
         CancelOnDrop(self.clone())
     }
 
+    /// Whether stopping was asked for.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }

@@ -13,9 +13,10 @@
 //! snapshot's `ip_addresses` and not in the earlier's, `removed` the other way round.
 //!
 //! The writer computes both for each new snapshot against the previous one of the
-//! same scope (see [`previous_of`]) and commits them with it; `mdesnap diff` computes
-//! them between any two snapshots. Both snapshots' machines are held in memory while
-//! they are compared.
+//! same scope (see [`previous_of`]), comparing batches as they are appended
+//! ([`MachineComparer`], [`AddressComparer`]), and commits them with it; `mdesnap
+//! diff` computes them between any two snapshots from their files. The earlier
+//! snapshot is held in memory while it is compared with.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -60,36 +61,34 @@ pub enum ChangesError {
     Join(String),
 }
 
-/// What a snapshot covers: snapshots compare only with snapshots of the same scope.
+/// Which machines a snapshot's `machines` covers: its source kind (generated or an
+/// API) and the `$filter` it was taken with. Users and domains feed only
+/// `user_machines` and `domain_machines`, so they are not part of it. Snapshots are
+/// compared only within a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     generated: bool,
     filter: Option<String>,
-    users: Vec<String>,
-    domains: Vec<String>,
 }
 
 impl Scope {
-    /// The scope of a snapshot taken from `source` with this `$filter`, users and
-    /// domains.
-    pub fn new(source: &str, filter: Option<&str>, users: &[String], domains: &[String]) -> Self {
+    /// The scope of a snapshot taken from `source` with this `$filter`.
+    pub fn new(source: &str, filter: Option<&str>) -> Self {
         Scope {
             generated: source == "generate",
             filter: filter.map(str::to_string),
-            users: users.to_vec(),
-            domains: domains.to_vec(),
         }
     }
 
     /// The scope of a committed snapshot.
     pub fn of(m: &Manifest) -> Self {
-        Scope::new(&m.source, m.filter.as_deref(), &m.users, &m.domains)
+        Scope::new(&m.source, m.filter.as_deref())
     }
 }
 
 /// The snapshot a new snapshot's changes are computed against: the newest committed
-/// one before it that took `machines` with the same scope (source kind, `$filter`,
-/// users and domains), since a snapshot of part of a tenant compared with the whole
+/// one before it that took `machines` with the same scope (source kind and
+/// `$filter`), since a snapshot of part of a tenant compared with the whole
 /// would show everything else as removed. `None` for the first of its scope.
 pub fn previous_of<'a>(
     snapshots: &'a [Manifest],
@@ -193,7 +192,7 @@ pub struct MachineComparer {
     added: FxSet<Box<str>>,
     compared: Vec<(usize, &'static str)>,
     extra_at: Option<usize>,
-    known: HashSet<&'static str>,
+    include_last_seen: bool,
     previous: SnapshotId,
     rows: Rows,
 }
@@ -232,7 +231,7 @@ impl MachineComparer {
             old_index,
             added: FxSet::default(),
             compared,
-            known: MACHINE_PROPERTIES.iter().map(|p| p.api).collect(),
+            include_last_seen,
             previous,
             rows: Rows::default(),
         }
@@ -320,7 +319,12 @@ impl MachineComparer {
                 );
             }
             if *extra {
-                for (key, old_v, new_v) in extra_differences(before, after, &self.known) {
+                let mut skip: HashSet<&str> = fields.iter().map(|f| self.compared[*f].1).collect();
+                skip.insert("id");
+                if !self.include_last_seen {
+                    skip.insert(LAST_SEEN);
+                }
+                for (key, old_v, new_v) in extra_differences(before, after, &skip) {
                     self.rows.push(
                         id,
                         name,
@@ -378,24 +382,34 @@ fn dns_names(b: &RecordBatch) -> Result<&StringArray, ArrowError> {
 }
 
 /// The keys outside the schema (those `extra` held) whose values differ.
+///
+/// Every key of the two records is compared except those in `skip` (the id, `lastSeen`
+/// unless asked for, and the properties the typed columns already found changed): a
+/// known property whose value did not fit its column is kept in `extra` under its own
+/// name, and its changes are found here. A key set to `null` counts as absent, as a
+/// NULL in a column does.
 fn extra_differences<'a>(
     before: &'a Map<String, Value>,
     after: &'a Map<String, Value>,
-    known: &HashSet<&str>,
+    skip: &HashSet<&str>,
 ) -> Vec<(&'a str, Option<&'a Value>, Option<&'a Value>)> {
+    let present = |m: &'a Map<String, Value>, key: &str| m.get(key).filter(|v| !v.is_null());
     let mut out = Vec::new();
-    for (key, v) in before {
-        if known.contains(key.as_str()) {
+    for key in before.keys() {
+        if skip.contains(key.as_str()) {
             continue;
         }
-        let w = after.get(key);
-        if w != Some(v) {
-            out.push((key.as_str(), Some(v), w));
+        let (v, w) = (present(before, key), present(after, key));
+        if v != w {
+            out.push((key.as_str(), v, w));
         }
     }
-    for (key, w) in after {
-        if !known.contains(key.as_str()) && !before.contains_key(key) {
-            out.push((key.as_str(), None, Some(w)));
+    for key in after.keys() {
+        if !skip.contains(key.as_str())
+            && !before.contains_key(key)
+            && present(after, key).is_some()
+        {
+            out.push((key.as_str(), None, present(after, key)));
         }
     }
     out
@@ -689,6 +703,10 @@ pub enum DiffError {
     BadSnapshot(String),
     #[error("no snapshot at or before {0}")]
     NoSnapshot(String),
+    #[error(
+        "no snapshot of the same scope (source and $filter) before {0}; name FROM to compare with another"
+    )]
+    NoEarlier(String),
     #[error("both sides are snapshot {0}: nothing to compare")]
     Same(String),
     #[error(transparent)]
@@ -697,8 +715,8 @@ pub enum DiffError {
 
 /// The snapshots `diff FROM TO` compares. Each side is a snapshot id, `latest`, or a
 /// time (the last snapshot at or before it); TO defaults to the latest snapshot and
-/// FROM to the one before TO. FROM may be later than TO: the changes are then read
-/// backwards.
+/// FROM to the one before TO of the same scope (the one its stored changes compare
+/// with). FROM may be later than TO: the changes are then read backwards.
 pub fn resolve<'a>(
     snapshots: &'a [Manifest],
     from: Option<&str>,
@@ -725,10 +743,19 @@ pub fn resolve<'a>(
     };
     let from_at = match from {
         Some(f) => find(f)?,
-        None if to_at == 0 => {
-            return Err(DiffError::NoSnapshot(format!("before {}", snapshots[0].id)));
+        None => {
+            // The one before TO of the same scope, as the stored changes compare.
+            let to_m = &snapshots[to_at];
+            let earlier = to_m
+                .snapshot_id()
+                .ok()
+                .and_then(|id| previous_of(snapshots, id, &Scope::of(to_m)))
+                .ok_or_else(|| DiffError::NoEarlier(to_m.id.clone()))?;
+            snapshots
+                .iter()
+                .position(|m| m.id == earlier.id)
+                .ok_or_else(|| DiffError::NoEarlier(to_m.id.clone()))?
         }
-        None => to_at - 1,
     };
     if from_at == to_at {
         return Err(DiffError::Same(snapshots[to_at].id.clone()));
@@ -1009,6 +1036,26 @@ mod tests {
                 ("a".into(), "10.0.0.1".into(), "removed".into()),
                 ("a".into(), "10.0.0.2".into(), "added".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn values_kept_in_extra_under_known_names_compare_and_null_is_absent() {
+        // An osBuild that is no integer is kept in extra under its own name.
+        let before = machines(&[r#"{"id":"a","osBuild":{"major":10},"newProp":null}"#]);
+        let after = machines(&[r#"{"id":"a","osBuild":{"major":11}}"#]);
+        let previous: SnapshotId = "20260101T000000Z".parse().expect("id");
+        let got = machine_changes(&before.0, &after.0, previous, false, &Cancel::new())
+            .expect("compares");
+        assert_eq!(
+            rows(&got),
+            vec![row(
+                "a",
+                "changed",
+                Some("osBuild"),
+                Some(r#"{"major":10}"#),
+                Some(r#"{"major":11}"#)
+            )]
         );
     }
 

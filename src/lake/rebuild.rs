@@ -1,5 +1,7 @@
 //! `mdesnap changes rebuild`: the change tables of snapshots written before they
-//! existed, or whose previous snapshot was pruned or written later.
+//! existed or committed without them, or whose previous snapshot is another today (a
+//! snapshot written later with an earlier id). Changes against a pruned snapshot, with
+//! nothing earlier left to compare with, are kept.
 //!
 //! A snapshot's changes are up to date when its manifest says they were computed
 //! against the snapshot [`changes::previous_of`] picks today. Otherwise they are

@@ -184,14 +184,17 @@ impl SnapshotWriter {
         if !self.done.contains_key(&table) {
             return Err(LakeError::UndeclaredTable { table });
         }
+        let expected = table.schema();
+        if batch.schema().fields() != expected.fields() {
+            return Err(LakeError::BatchSchema {
+                table,
+                reason: format!("expected {expected:?}, found {:?}", batch.schema()),
+            });
+        }
         if matches!(table, Table::Machines | Table::IpAddresses) {
             let started = std::time::Instant::now();
-            let pushed = self.changes.push(table, batch);
+            self.changes.push(table, batch);
             self.compare_time += started.elapsed();
-            pushed.map_err(|reason| LakeError::Changes {
-                id: self.id,
-                reason,
-            })?;
         }
         self.write(table, batch)
     }
@@ -323,7 +326,7 @@ impl SnapshotWriter {
         if self.done.contains_key(&Table::Machines) {
             manifest.tables = self.table_entries();
             let started = std::time::Instant::now();
-            manifest.changes = Some(self.write_changes()?);
+            manifest.changes = self.write_changes()?;
             tracing::info!(
                 "snapshot {}: data files written in {} ms; changes: {} ms comparing while appending, {} ms at commit",
                 self.id,
@@ -371,27 +374,35 @@ impl SnapshotWriter {
 
     /// Computes and writes the change tables of the snapshot `manifest` describes (its
     /// data files closed) against the previous one of its scope.
-    fn write_changes(&mut self) -> Result<ChangesInfo, LakeError> {
+    /// `None` when they could not be computed (the previous snapshot unreadable): the
+    /// snapshot is committed without them, for `changes rebuild` to compute later,
+    /// rather than lost.
+    fn write_changes(&mut self) -> Result<Option<ChangesInfo>, LakeError> {
+        let changes = std::mem::replace(&mut self.changes, Changes::None);
+        let finished = match changes.finish() {
+            Ok(f) => f,
+            Err(reason) => {
+                tracing::warn!(
+                    "snapshot {} is committed without its changes ({reason}); fix that and run `mdesnap changes rebuild`",
+                    self.id
+                );
+                return Ok(None);
+            }
+        };
         for table in Table::CHANGES {
             self.done.entry(table).or_default();
         }
-        let changes = std::mem::replace(&mut self.changes, Changes::None);
-        let Some((previous, machines, addresses)) =
-            changes.finish().map_err(|reason| LakeError::Changes {
-                id: self.id,
-                reason,
-            })?
-        else {
-            return Ok(ChangesInfo { previous: None });
+        let Some((previous, machines, addresses)) = finished else {
+            return Ok(Some(ChangesInfo { previous: None }));
         };
         self.write(Table::MachineChanges, &machines)?;
         self.write(Table::IpAddressChanges, &addresses)?;
         for table in Table::CHANGES {
             self.close_file(table)?;
         }
-        Ok(ChangesInfo {
+        Ok(Some(ChangesInfo {
             previous: Some(previous),
-        })
+        }))
     }
 
     /// Removes every file this writer made; used when it is dropped without commit.
@@ -522,6 +533,8 @@ enum Changes {
         addresses: bool,
         thread: std::thread::JoinHandle<Loaded>,
     },
+    /// Reading or comparing failed: the snapshot commits without changes.
+    Failed(String),
     Ready {
         previous: String,
         machines: Box<changes::MachineComparer>,
@@ -537,12 +550,7 @@ impl Changes {
         if !options.tables.contains(&Table::Machines) {
             return Changes::None;
         }
-        let scope = changes::Scope::new(
-            &options.source,
-            options.filter.as_deref(),
-            &options.users,
-            &options.domains,
-        );
+        let scope = changes::Scope::new(&options.source, options.filter.as_deref());
         if let Some(later) = scan
             .snapshots
             .iter()
@@ -612,7 +620,14 @@ impl Changes {
         Ok(())
     }
 
-    fn push(&mut self, table: Table, batch: &RecordBatch) -> Result<(), String> {
+    /// Compares a batch; a failure is kept, to be reported at commit.
+    fn push(&mut self, table: Table, batch: &RecordBatch) {
+        if let Err(reason) = self.try_push(table, batch) {
+            *self = Changes::Failed(reason);
+        }
+    }
+
+    fn try_push(&mut self, table: Table, batch: &RecordBatch) -> Result<(), String> {
         self.ready()?;
         if let Changes::Ready {
             machines,
@@ -639,6 +654,7 @@ impl Changes {
     fn finish(mut self) -> Result<Option<(String, RecordBatch, RecordBatch)>, String> {
         self.ready()?;
         match self {
+            Changes::Failed(reason) => Err(reason),
             Changes::Ready {
                 previous,
                 machines,

@@ -403,3 +403,64 @@ async fn odata_asks_the_same_question_of_the_changes() {
         assert_eq!(got, sql, "{url}");
     }
 }
+
+#[test]
+fn an_unreadable_previous_snapshot_costs_the_changes_not_the_snapshot() {
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path();
+    small_lake(lake, 200, 2);
+    // Damage the latest snapshot's machines file.
+    let folder = lake.join("machines/snapshot=20260102T070000Z");
+    let file = std::fs::read_dir(&folder)
+        .expect("folder")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a data file");
+    std::fs::write(&file, b"not parquet").expect("damaged");
+    let lake_arg = lake.to_str().expect("utf-8");
+    let out = run(&[
+        "generate",
+        "--lake",
+        lake_arg,
+        "--machines",
+        "200",
+        "--seed",
+        "3",
+        "--churn",
+        "0.05",
+        "--append",
+        "--days",
+        "2",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("snapshot 20260103T070000Z is committed without its changes"),
+        "{}",
+        stderr(&out)
+    );
+    let scan = mdesnap::lake::scan_lake(lake).expect("scan");
+    let ids: Vec<&str> = scan.snapshots.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "20260101T070000Z",
+            "20260102T070000Z",
+            "20260103T070000Z",
+            "20260104T070000Z"
+        ]
+    );
+    let third = &scan.snapshots[2];
+    assert!(
+        third.rows(Table::Machines) > 0,
+        "the snapshot itself is whole"
+    );
+    assert!(third.changes.is_none() && third.table(Table::MachineChanges).is_none());
+    // The next one compares with it as usual.
+    let fourth = &scan.snapshots[3];
+    assert_eq!(
+        fourth.changes.as_ref().and_then(|c| c.previous.as_deref()),
+        Some("20260103T070000Z")
+    );
+    assert!(fourth.rows(Table::MachineChanges) > 0);
+}

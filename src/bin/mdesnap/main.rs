@@ -341,10 +341,12 @@ enum ChangesCommand {
     /// Compute the change tables of snapshots that lack them or whose previous snapshot changed
     #[command(
         long_about = "Compute machine_changes and ip_address_changes for every \
-snapshot whose stored changes are missing (a lake written by an older mdesnap) or were \
-computed against another snapshot than the one before it today (after `snapshots prune`, \
-or a snapshot written with an earlier id). Each snapshot's manifest is replaced in one \
-rename; its old change files are removed after. Takes the lake's lock."
+snapshot whose stored changes are missing (a lake written by an older mdesnap, or a \
+snapshot committed while the one before it was unreadable) or were computed against \
+another snapshot than the one before it today (a snapshot written later with an earlier \
+id). Changes against a pruned snapshot, with nothing earlier left, are kept. Each \
+snapshot's manifest is replaced in one rename; its old change files are removed after. \
+Takes the lake's lock. See docs/changes.md."
     )]
     Rebuild {
         #[command(flatten)]
