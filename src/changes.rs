@@ -242,21 +242,9 @@ impl MachineComparer {
         let old = &self.old;
         let new_ids = ids(new)?;
         let new_names = dns_names(new)?;
-        let comparators = self
-            .compared
-            .iter()
-            .map(|(i, _)| make_comparator(old.column(*i), new.column(*i), Default::default()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let extra_cmp = match self.extra_at {
-            Some(i) => Some(make_comparator(
-                old.column(i),
-                new.column(i),
-                Default::default(),
-            )?),
-            None => None,
-        };
-        // Pairs with at least one differing property, and which ones.
-        let mut differing: Vec<(u32, u32, Vec<usize>, bool)> = Vec::new();
+        // First the pairs: each earlier machine met again (once), and the new ones.
+        let mut pairs_old: Vec<u32> = Vec::with_capacity(new.num_rows());
+        let mut pairs_new: Vec<u32> = Vec::with_capacity(new.num_rows());
         for (n, id) in new_ids.iter().enumerate() {
             if n % 16_384 == 0 && cancel.is_cancelled() {
                 return Err(ChangesError::Cancelled);
@@ -270,21 +258,39 @@ impl MachineComparer {
                     }
                 }
                 Some(&o) => {
-                    let seen = &mut self.seen[o as usize];
-                    if std::mem::replace(seen, true) {
-                        continue;
-                    }
-                    let fields: Vec<usize> = comparators
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, cmp)| cmp(o as usize, n).is_ne())
-                        .map(|(k, _)| k)
-                        .collect();
-                    let extra = extra_cmp.as_ref().is_some_and(|c| c(o as usize, n).is_ne());
-                    if !fields.is_empty() || extra {
-                        differing.push((o, n as u32, fields, extra));
+                    if !std::mem::replace(&mut self.seen[o as usize], true) {
+                        pairs_old.push(o);
+                        pairs_new.push(n as u32);
                     }
                 }
+            }
+        }
+        // Then each property over all pairs at once: the two sides aligned with `take`
+        // and compared by arrow's `distinct` kernel (NULL equals NULL); nested columns
+        // (lists, structs) by a comparator pair by pair.
+        let old_idx = UInt32Array::from(pairs_old);
+        let new_idx = UInt32Array::from(pairs_new);
+        let columns: Vec<usize> = self
+            .compared
+            .iter()
+            .map(|c| c.0)
+            .chain(self.extra_at)
+            .collect();
+        let mut masks: Vec<Vec<bool>> = Vec::with_capacity(columns.len());
+        for &i in &columns {
+            masks.push(differs(old.column(i), new.column(i), &old_idx, &new_idx)?);
+            if cancel.is_cancelled() {
+                return Err(ChangesError::Cancelled);
+            }
+        }
+        let extra_mask = self.extra_at.and_then(|_| masks.pop());
+        // Pairs with at least one differing property, and which ones.
+        let mut differing: Vec<(u32, u32, Vec<usize>, bool)> = Vec::new();
+        for j in 0..old_idx.len() {
+            let fields: Vec<usize> = (0..masks.len()).filter(|&k| masks[k][j]).collect();
+            let extra = extra_mask.as_ref().is_some_and(|m| m[j]);
+            if !fields.is_empty() || extra {
+                differing.push((old_idx.value(j), new_idx.value(j), fields, extra));
             }
         }
         if differing.is_empty() {
@@ -359,6 +365,28 @@ impl MachineComparer {
         }
         self.rows.finish(self.previous)
     }
+}
+
+/// For each pair (`old[o]`, `new[n]`), whether the two values differ.
+fn differs(
+    old: &ArrayRef,
+    new: &ArrayRef,
+    old_idx: &UInt32Array,
+    new_idx: &UInt32Array,
+) -> Result<Vec<bool>, ArrowError> {
+    if old.data_type().is_nested() {
+        let cmp = make_comparator(old.as_ref(), new.as_ref(), Default::default())?;
+        return Ok(old_idx
+            .values()
+            .iter()
+            .zip(new_idx.values())
+            .map(|(&o, &n)| cmp(o as usize, n as usize).is_ne())
+            .collect());
+    }
+    let a = arrow::compute::take(old.as_ref(), old_idx, None)?;
+    let b = arrow::compute::take(new.as_ref(), new_idx, None)?;
+    let d = arrow::compute::kernels::cmp::distinct(&a, &b)?;
+    Ok((0..d.len()).map(|j| d.is_valid(j) && d.value(j)).collect())
 }
 
 /// The value at `i` of a string column.
@@ -455,7 +483,9 @@ pub fn ip_address_changes(
     comparer.finish()
 }
 
-type Pair = (Box<str>, Option<Box<str>>);
+/// A (machine, address) pair as two independent 64-bit hashes: no allocation per row,
+/// and a collision (two pairs taken for one) has a chance of about 2^-128.
+type Pair = u128;
 
 /// One address change: machine, address, change, MAC address, type.
 type AddressRow = (
@@ -499,7 +529,13 @@ fn address_columns(b: &RecordBatch) -> Result<[&StringArray; 4], ArrowError> {
 }
 
 fn pair_at(c: &[&StringArray; 4], i: usize) -> Pair {
-    (c[0].value(i).into(), text_at(c[1], i).map(Into::into))
+    use std::hash::{Hash, Hasher};
+    let key = (c[0].value(i), text_at(c[1], i));
+    let mut sip = std::hash::DefaultHasher::new();
+    key.hash(&mut sip);
+    let mut fx = FxHasher::default();
+    key.hash(&mut fx);
+    (u128::from(sip.finish()) << 64) | u128::from(fx.finish())
 }
 
 impl AddressComparer {
@@ -541,8 +577,8 @@ impl AddressComparer {
             match self.old_pairs.get(&pair) {
                 Some(&o) => self.seen_old[o as usize] = true,
                 None => self.out.push((
-                    pair.0.clone(),
-                    pair.1.clone(),
+                    c[0].value(i).into(),
+                    text_at(c[1], i).map(Into::into),
                     "added",
                     text_at(c[2], i).map(str::to_string),
                     text_at(c[3], i).map(str::to_string),
@@ -556,11 +592,11 @@ impl AddressComparer {
     /// The rows of `ip_address_changes`.
     pub fn finish(mut self) -> Result<RecordBatch, ChangesError> {
         let c = address_columns(&self.old)?;
-        for (pair, &o) in &self.old_pairs {
+        for &o in self.old_pairs.values() {
             if !self.seen_old[o as usize] {
                 self.out.push((
-                    pair.0.clone(),
-                    pair.1.clone(),
+                    c[0].value(o as usize).into(),
+                    text_at(c[1], o as usize).map(Into::into),
                     "removed",
                     text_at(c[2], o as usize).map(str::to_string),
                     text_at(c[3], o as usize).map(str::to_string),

@@ -194,7 +194,13 @@ impl SnapshotWriter {
         if matches!(table, Table::Machines | Table::IpAddresses) {
             let started = std::time::Instant::now();
             self.changes.push(table, batch);
-            self.compare_time += started.elapsed();
+            let took = started.elapsed();
+            self.compare_time += took;
+            tracing::trace!(
+                "compared {} rows of {table} in {} us",
+                batch.num_rows(),
+                took.as_micros()
+            );
         }
         self.write(table, batch)
     }
@@ -518,7 +524,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
 }
 
 /// The previous snapshot's machines and addresses, read on a thread of their own.
-type Loaded = Result<(RecordBatch, RecordBatch), changes::ChangesError>;
+type Loaded = Result<
+    (
+        Box<changes::MachineComparer>,
+        Option<Box<changes::AddressComparer>>,
+    ),
+    changes::ChangesError,
+>;
 
 /// Where the comparison with the previous snapshot stands.
 enum Changes {
@@ -529,8 +541,6 @@ enum Changes {
     /// The previous snapshot is being read.
     Loading {
         previous: String,
-        id: SnapshotId,
-        addresses: bool,
         thread: std::thread::JoinHandle<Loaded>,
     },
     /// Reading or comparing failed: the snapshot commits without changes.
@@ -570,16 +580,20 @@ impl Changes {
         let addresses = options.tables.contains(&Table::IpAddresses)
             && previous.table(Table::IpAddresses).is_some();
         let (lake, manifest) = (lake.to_path_buf(), previous.clone());
+        // Read and indexed on a thread of its own, while the new rows are fetched.
         let thread = std::thread::spawn(move || -> Loaded {
-            Ok((
-                changes::read_table(&lake, &manifest, Table::Machines)?,
-                changes::read_table(&lake, &manifest, Table::IpAddresses)?,
-            ))
+            let machines = changes::read_table(&lake, &manifest, Table::Machines)?;
+            let machines = Box::new(changes::MachineComparer::new(machines, previous_id, false));
+            let addresses = if addresses {
+                let old = changes::read_table(&lake, &manifest, Table::IpAddresses)?;
+                Some(Box::new(changes::AddressComparer::new(old, previous_id)?))
+            } else {
+                None
+            };
+            Ok((machines, addresses))
         });
         Changes::Loading {
             previous: previous.id.clone(),
-            id: previous_id,
-            addresses,
             thread,
         }
     }
@@ -587,19 +601,14 @@ impl Changes {
     /// Waits for the previous snapshot, once.
     fn ready(&mut self) -> Result<(), String> {
         if let Changes::Loading { .. } = self {
-            let Changes::Loading {
-                previous,
-                id,
-                addresses: with_addresses,
-                thread,
-            } = std::mem::replace(self, Changes::None)
+            let Changes::Loading { previous, thread } = std::mem::replace(self, Changes::None)
             else {
                 return Ok(());
             };
             let started = std::time::Instant::now();
             let joined = thread.join();
             tracing::debug!(
-                "waited {} ms for snapshot {previous} to be read",
+                "waited {} ms for snapshot {previous} to be read and indexed",
                 started.elapsed().as_millis()
             );
             let (machines, addresses) = joined
@@ -607,14 +616,8 @@ impl Changes {
                 .map_err(|e| format!("reading snapshot {previous}: {e}"))?;
             *self = Changes::Ready {
                 previous,
-                machines: Box::new(changes::MachineComparer::new(machines, id, false)),
-                addresses: if with_addresses {
-                    Some(Box::new(
-                        changes::AddressComparer::new(addresses, id).map_err(|e| e.to_string())?,
-                    ))
-                } else {
-                    None
-                },
+                machines,
+                addresses,
             };
         }
         Ok(())
