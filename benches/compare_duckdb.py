@@ -148,12 +148,7 @@ def main():
     print(f"{'query':28} {'mdesnap ms':>10} {'duckdb ms':>10} {'ratio':>7}  rows")
     ratios, bad = [], []
     for name, sql, dsql, odata in suite(args.only):
-        sql, dsql = strip_comments(sql), strip_comments(dsql)
-        ours = median_time(lambda: mdesnap(args.lake, sql), args.runs) - base
-        theirs = median_time(lambda: duck_run(con, dsql), args.runs)
-        _, our_rows = mdesnap(args.lake, sql)
-        _, their_rows = duck_run(con, dsql)
-        agree = our_rows == their_rows
+        ours, theirs, our_rows, agree = side_by_side(args, con, base, sql, dsql)
         if not agree:
             bad.append(name)
         ratio = max(ours, 1e-4) / max(theirs, 1e-4)
@@ -182,6 +177,16 @@ def main():
         sys.exit(f"rows differ: {', '.join(bad)}")
 
 
+def side_by_side(args, con, base, sql, dsql):
+    """Both medians (mdesnap's minus `base`), mdesnap's rows, and whether DuckDB's agree."""
+    sql, dsql = strip_comments(sql), strip_comments(dsql)
+    ours = median_time(lambda: mdesnap(args.lake, sql), args.runs) - base
+    theirs = median_time(lambda: duck_run(con, dsql), args.runs)
+    _, our_rows = mdesnap(args.lake, sql)
+    _, their_rows = duck_run(con, dsql)
+    return ours, theirs, our_rows, our_rows == their_rows
+
+
 def changes_suite(args, con, base):
     """The questions of benches/queries/changes: mdesnap reads its stored
     machine_changes, DuckDB asks machines_history with lag(). Not in the geometric
@@ -190,12 +195,7 @@ def changes_suite(args, con, base):
     bad = []
     print(f"{'changes (stored vs lag())':28} {'mdesnap ms':>10} {'duckdb ms':>10} {'speed-up':>8}  rows")
     for name, sql, dsql, _ in suite(args.only, folder):
-        sql, dsql = strip_comments(sql), strip_comments(dsql)
-        ours = median_time(lambda: mdesnap(args.lake, sql), args.runs) - base
-        theirs = median_time(lambda: duck_run(con, dsql), args.runs)
-        _, our_rows = mdesnap(args.lake, sql)
-        _, their_rows = duck_run(con, dsql)
-        agree = our_rows == their_rows
+        ours, theirs, our_rows, agree = side_by_side(args, con, base, sql, dsql)
         if not agree:
             bad.append(name)
         print(f"{name:28} {ours * 1000:10.1f} {theirs * 1000:10.1f} "
