@@ -619,7 +619,7 @@ impl AddressComparer {
             kind.append_option(k.as_deref());
         }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(previous_column(self.previous, n)),
+            Arc::new(timestamp_column(self.previous, n)),
             Arc::new(machine.finish()),
             Arc::new(ip.finish()),
             Arc::new(change.finish()),
@@ -633,8 +633,9 @@ impl AddressComparer {
     }
 }
 
-fn previous_column(previous: SnapshotId, n: usize) -> TimestampMicrosecondArray {
-    TimestampMicrosecondArray::from(vec![previous.micros(); n]).with_timezone(UTC)
+/// A column of `n` times, all snapshot `id`'s (`previous_snapshot`, `snapshot`).
+fn timestamp_column(id: SnapshotId, n: usize) -> TimestampMicrosecondArray {
+    TimestampMicrosecondArray::from(vec![id.micros(); n]).with_timezone(UTC)
 }
 
 /// `machine_changes` rows being collected.
@@ -672,7 +673,7 @@ impl Rows {
     fn finish(mut self, previous: SnapshotId) -> Result<RecordBatch, ChangesError> {
         let n = self.keys.len();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(previous_column(previous, n)),
+            Arc::new(timestamp_column(previous, n)),
             Arc::new(self.id.finish()),
             Arc::new(self.name.finish()),
             Arc::new(self.change.finish()),
@@ -747,6 +748,12 @@ pub enum DiffError {
     Same(String),
     #[error(transparent)]
     Changes(#[from] ChangesError),
+}
+
+impl From<ArrowError> for DiffError {
+    fn from(e: ArrowError) -> Self {
+        DiffError::Changes(e.into())
+    }
 }
 
 /// The snapshots `diff FROM TO` compares. Each side is a snapshot id, `latest`, or a
@@ -825,13 +832,13 @@ impl Report {
     }
 
     /// The machine changes as rows of `machine_changes` (its `snapshot` column last).
-    pub fn machine_rows(&self) -> Result<RecordBatch, ArrowError> {
-        with_snapshot(&self.diff.machines, self.to)
+    pub fn machine_rows(&self) -> Result<RecordBatch, DiffError> {
+        Ok(with_snapshot(&self.diff.machines, self.to)?)
     }
 
     /// The address changes as rows of `ip_address_changes`.
-    pub fn address_rows(&self) -> Result<RecordBatch, ArrowError> {
-        with_snapshot(&self.diff.ip_addresses, self.to)
+    pub fn address_rows(&self) -> Result<RecordBatch, DiffError> {
+        Ok(with_snapshot(&self.diff.ip_addresses, self.to)?)
     }
 
     /// The summary as lines of text: `machines changed riskScore: 40`.
@@ -862,7 +869,7 @@ impl Report {
     /// One row per kind of change: `table`, `change`, `field`, `rows`: machines added
     /// and removed, then each changed property (most changed first), then addresses
     /// added and removed.
-    pub fn summary(&self) -> Result<RecordBatch, ArrowError> {
+    pub fn summary(&self) -> Result<RecordBatch, DiffError> {
         let mut lines: Vec<(&str, &str, Option<String>, u64)> = Vec::new();
         let m = &self.diff.machines;
         let change = m.column(3).as_string::<i32>();
@@ -899,7 +906,7 @@ impl Report {
                 lines.iter().map(|l| l.3),
             )),
         ];
-        RecordBatch::try_new(schema, columns)
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 }
 
@@ -908,7 +915,7 @@ fn with_snapshot(batch: &RecordBatch, to: SnapshotId) -> Result<RecordBatch, Arr
     let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
     fields.push(Arc::new(crate::schema::snapshot_field()));
     let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(previous_column(to, batch.num_rows())));
+    columns.push(Arc::new(timestamp_column(to, batch.num_rows())));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 

@@ -245,13 +245,7 @@ impl SnapshotWriter {
         let dir_rel = self.id.table_dir(table);
         let dir = create_dirs_synced(&self.lake, &dir_rel)?;
         let name = format!("part-{n:05}-{}.parquet", self.job);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
-        let writer = ArrowWriter::try_new(handle, table.schema(), Some(self.props.clone()))
-            .map_err(|source| LakeError::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
+        let (writer, tmp) = create_parquet(&dir, &name, table, self.props.clone())?;
         let relative = format!("{}/{}", dir_rel.to_string_lossy().replace('\\', "/"), name);
         Ok(OpenFile {
             writer,
@@ -272,18 +266,7 @@ impl SnapshotWriter {
             relative,
             rows,
         } = file;
-        let handle = writer.into_inner().map_err(|source| LakeError::Parquet {
-            path: tmp.clone(),
-            source,
-        })?;
-        handle.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
-        let bytes = handle
-            .metadata()
-            .map_err(|e| io_err("reading size of", &tmp, e))?
-            .len();
-        drop(handle);
-        let path = self.lake.join(&relative);
-        std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
+        let bytes = finish_parquet(writer, &tmp, &self.lake.join(&relative))?;
         let entry = self.done.entry(table).or_default();
         entry.rows += rows;
         entry.files.push(FileEntry {
@@ -439,6 +422,41 @@ pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
         .build()
 }
 
+/// A new Parquet file of `table` in `dir`, under the temporary name `.NAME.tmp`.
+fn create_parquet(
+    dir: &Path,
+    name: &str,
+    table: Table,
+    props: WriterProperties,
+) -> Result<(ArrowWriter<File>, PathBuf), LakeError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+    let writer = ArrowWriter::try_new(handle, table.schema(), Some(props)).map_err(|source| {
+        LakeError::Parquet {
+            path: tmp.clone(),
+            source,
+        }
+    })?;
+    Ok((writer, tmp))
+}
+
+/// Finishes a file [`create_parquet`] made: writes its footer, syncs it, and renames
+/// it to `path`, so no reader ever sees it half-written. Returns its size.
+fn finish_parquet(writer: ArrowWriter<File>, tmp: &Path, path: &Path) -> Result<u64, LakeError> {
+    let handle = writer.into_inner().map_err(|source| LakeError::Parquet {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    handle.sync_all().map_err(|e| io_err("syncing", tmp, e))?;
+    let bytes = handle
+        .metadata()
+        .map_err(|e| io_err("reading size of", tmp, e))?
+        .len();
+    drop(handle);
+    std::fs::rename(tmp, path).map_err(|e| io_err("renaming", tmp, e))?;
+    Ok(bytes)
+}
+
 /// Writes `batch` as one new file of `table` in snapshot `id` (a temporary name,
 /// synced, then renamed), for a writer other than [`SnapshotWriter`]; `None` for an
 /// empty batch.
@@ -454,24 +472,12 @@ pub(crate) fn write_one_file(
     let dir_rel = id.table_dir(table);
     let dir = create_dirs_synced(lake, &dir_rel)?;
     let name = format!("part-00000-{}.parquet", uuid::Uuid::new_v4());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let parquet_err = |source| LakeError::Parquet {
+    let (mut writer, tmp) = create_parquet(&dir, &name, table, writer_properties(256 * 1024))?;
+    writer.write(batch).map_err(|source| LakeError::Parquet {
         path: tmp.clone(),
         source,
-    };
-    let handle = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
-    let mut writer =
-        ArrowWriter::try_new(handle, table.schema(), Some(writer_properties(256 * 1024)))
-            .map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
-    let handle = writer.into_inner().map_err(parquet_err)?;
-    handle.sync_all().map_err(|e| io_err("syncing", &tmp, e))?;
-    let bytes = handle
-        .metadata()
-        .map_err(|e| io_err("reading size of", &tmp, e))?
-        .len();
-    drop(handle);
-    std::fs::rename(&tmp, dir.join(&name)).map_err(|e| io_err("renaming", &tmp, e))?;
+    })?;
+    let bytes = finish_parquet(writer, &tmp, &dir.join(&name))?;
     sync_dir(&dir)?;
     Ok(Some(FileEntry {
         path: format!("{}/{name}", dir_rel.to_string_lossy().replace('\\', "/")),
@@ -525,10 +531,9 @@ type Loaded = Result<
 
 /// Where the comparison with the previous snapshot stands.
 enum Changes {
-    /// The snapshot does not take `machines`.
+    /// Nothing to compare: the snapshot does not take `machines`, or it is the first
+    /// of its scope.
     None,
-    /// It is the first of its scope.
-    First,
     /// The previous snapshot is being read.
     Loading {
         previous: String,
@@ -563,10 +568,10 @@ impl Changes {
             );
         }
         let Some(previous) = changes::previous_of(&scan.snapshots, id, &scope) else {
-            return Changes::First;
+            return Changes::None;
         };
         let Ok(previous_id) = previous.snapshot_id() else {
-            return Changes::First;
+            return Changes::None;
         };
         let addresses = options.tables.contains(&Table::IpAddresses)
             && previous.table(Table::IpAddresses).is_some();

@@ -414,12 +414,8 @@ impl Session {
                     format!("changes from {} to {}", report.from, report.to),
                 )?;
                 let ctx = self.engine.context();
-                let summary = report.summary().map_err(|e| {
-                    crate::changes::DiffError::from(crate::changes::ChangesError::from(e))
-                })?;
-                let rows = report.machine_rows().map_err(|e| {
-                    crate::changes::DiffError::from(crate::changes::ChangesError::from(e))
-                })?;
+                let summary = report.summary()?;
+                let rows = report.machine_rows()?;
                 self.print_frame(ctx.read_batch(summary).map_err(Error::from)?, out)
                     .await?;
                 self.print_frame(ctx.read_batch(rows).map_err(Error::from)?, out)
