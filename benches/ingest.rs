@@ -82,7 +82,7 @@ fn writer(dir: &std::path::Path) -> SnapshotWriter {
         .single()
         .expect("time");
     SnapshotWriter::create(
-        &dir.join("lake"),
+        dir.join("lake"),
         WriterOptions::new(t, "bench", &[Table::Machines, Table::IpAddresses]),
     )
     .expect("writer")

@@ -7,7 +7,6 @@
 //! `snapshot=` folder text, and filters on `snapshot` prune whole files before any is
 //! opened. Row counts from the manifests answer `count(*)` without a scan.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -42,14 +41,15 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result as ParquetResult};
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::lake::LakeScan;
+use crate::lake::{Lake, LakeScan};
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
 use crate::snapshot::{Manifest, parse_time};
 
 /// One Parquet file a table reads.
 #[derive(Debug, Clone)]
 struct TableFile {
-    /// Absolute path, as the local object store names it (no leading `/`).
+    /// The object store's name of the file (for a local lake its absolute path with no
+    /// leading `/`).
     location: String,
     bytes: u64,
     rows: u64,
@@ -65,11 +65,20 @@ pub struct SnapshotTable {
     /// The files' columns as queries see them (see [`read_schema`]).
     file_schema: SchemaRef,
     files: Vec<TableFile>,
+    /// The store the files are read from (`Lake::object_store`).
+    store: ObjectStoreUrl,
+    /// What file names are shown after in errors (`Lake::location_root`).
+    shown_root: Arc<str>,
+    /// The lake is in an object store.
+    remote: bool,
 }
+
+/// How many files of a lake in an object store a scan reads at once, at least.
+const REMOTE_READS: usize = 16;
 
 impl SnapshotTable {
     /// The table of `table` over the given manifests (one for a latest table).
-    pub fn new(lake: &Path, table: Table, manifests: &[&Manifest], history: bool) -> Self {
+    pub fn new(lake: &Lake, table: Table, manifests: &[&Manifest], history: bool) -> Self {
         let mut files = Vec::new();
         for m in manifests {
             let Ok(id) = m.snapshot_id() else { continue };
@@ -77,9 +86,8 @@ impl SnapshotTable {
                 continue;
             };
             for f in &entry.files {
-                let abs = lake.join(&f.path);
                 files.push(TableFile {
-                    location: object_location(&abs),
+                    location: lake.object_location(&f.path),
                     bytes: f.bytes,
                     rows: f.rows,
                     snapshot: id.micros(),
@@ -99,6 +107,11 @@ impl SnapshotTable {
             schema,
             file_schema,
             files,
+            store: lake
+                .object_store()
+                .map_or_else(ObjectStoreUrl::local_filesystem, |(url, _)| url),
+            shown_root: lake.location_root().into(),
+            remote: lake.local_path().is_none(),
         }
     }
 
@@ -146,12 +159,6 @@ fn read_schema(file: &Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()))
-}
-
-/// The local object store's name of an absolute path.
-fn object_location(abs: &Path) -> String {
-    let text = abs.to_string_lossy().replace('\\', "/");
-    text.trim_start_matches('/').to_string()
 }
 
 #[async_trait]
@@ -224,7 +231,7 @@ impl TableProvider for SnapshotTable {
             .build();
         // What `ParquetFormat::create_physical_plan` does, with the reader factory
         // wrapped so that a missing, short or damaged file is named in the error.
-        let url = ObjectStoreUrl::local_filesystem();
+        let url = self.store.clone();
         let runtime = state.runtime_env();
         let cached = CachedParquetFileReaderFactory::new(
             runtime.object_store(&url)?,
@@ -232,8 +239,17 @@ impl TableProvider for SnapshotTable {
         );
         let source = ParquetSource::new(table_schema)
             .with_table_parquet_options(state.table_options().parquet.clone())
-            .with_parquet_file_reader_factory(Arc::new(NamingReaderFactory(Arc::new(cached))));
-        let groups = FileGroup::new(files).split_files(state.config().target_partitions());
+            .with_parquet_file_reader_factory(Arc::new(NamingReaderFactory {
+                inner: Arc::new(cached),
+                root: Arc::clone(&self.shown_root),
+            }));
+        // In an object store each file costs round trips, not CPU: more files are read
+        // at once than there are cores ([`REMOTE_READS`]).
+        let mut streams = state.config().target_partitions();
+        if self.remote {
+            streams = streams.max(REMOTE_READS);
+        }
+        let groups = FileGroup::new(files).split_files(streams);
         let config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(
@@ -255,9 +271,9 @@ impl TableProvider for SnapshotTable {
 
 /// A data file that failed to read, named.
 #[derive(Debug, thiserror::Error)]
-#[error("data file /{location}: {source}")]
+#[error("data file {location}: {source}")]
 pub struct DataFileError {
-    /// The object store's name of the file (its absolute path without the first `/`).
+    /// The file: its absolute path on disk, its URL in an object store.
     pub location: String,
     pub source: ParquetError,
 }
@@ -265,7 +281,11 @@ pub struct DataFileError {
 /// Makes readers that name their file in every error: DataFusion's own errors say
 /// what went wrong ("EOF", "invalid footer") but not where.
 #[derive(Debug)]
-struct NamingReaderFactory(Arc<dyn ParquetFileReaderFactory>);
+struct NamingReaderFactory {
+    inner: Arc<dyn ParquetFileReaderFactory>,
+    /// Put before each object name (`Lake::location_root`).
+    root: Arc<str>,
+}
 
 impl ParquetFileReaderFactory for NamingReaderFactory {
     fn create_reader(
@@ -275,9 +295,9 @@ impl ParquetFileReaderFactory for NamingReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
-        let location: Arc<str> = file.object_meta.location.as_ref().into();
+        let location: Arc<str> = format!("{}{}", self.root, file.object_meta.location).into();
         let inner = self
-            .0
+            .inner
             .create_reader(partition_index, file, metadata_size_hint, metrics)?;
         Ok(Box::new(NamingReader { inner, location }))
     }

@@ -19,7 +19,6 @@
 //! snapshot is held in memory while it is compared with.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -33,6 +32,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use crate::cancel::Cancel;
+use crate::lake::Lake;
 use crate::odata::shape::{api_records, api_type_array};
 use crate::schema::{MACHINE_PROPERTIES, Table, UTC};
 use crate::snapshot::{Manifest, SnapshotId};
@@ -48,11 +48,8 @@ pub enum ChangesError {
         path: String,
         source: parquet::errors::ParquetError,
     },
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lake(Box<crate::lake::LakeError>),
     #[error("comparing snapshots: {0}")]
     Arrow(#[from] ArrowError),
     #[error("cancelled")]
@@ -105,21 +102,18 @@ pub fn previous_of<'a>(
 /// Reads every file of `table` in `manifest` into one batch (empty when the snapshot
 /// did not take it).
 pub fn read_table(
-    lake: &Path,
+    lake: &Lake,
     manifest: &Manifest,
     table: Table,
 ) -> Result<RecordBatch, ChangesError> {
     let schema = table.schema();
     let mut batches = Vec::new();
     if let Some(entry) = manifest.table(table) {
-        for f in &entry.files {
-            let path = lake.join(&f.path);
-            let shown = path.display().to_string();
-            let file = std::fs::File::open(&path).map_err(|source| ChangesError::Io {
-                path: shown.clone(),
-                source,
-            })?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        let contents = lake.read_many(entry.files.iter().map(|f| f.path.clone()).collect());
+        for (f, bytes) in entry.files.iter().zip(contents) {
+            let shown = lake.shown(&f.path).display().to_string();
+            let bytes = bytes.map_err(|e| ChangesError::Lake(Box::new(e)))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .and_then(|b| {
                     let rows = usize::try_from(f.rows)
                         .unwrap_or(usize::MAX)
@@ -697,7 +691,7 @@ pub struct Diff {
 
 /// Computes the changes from snapshot `from` to snapshot `to` of `lake`.
 pub fn diff(
-    lake: &Path,
+    lake: &Lake,
     from: &Manifest,
     to: &Manifest,
     include_last_seen: bool,
@@ -817,7 +811,7 @@ pub struct Report {
 impl Report {
     /// Computes the report of `from` -> `to`.
     pub fn compute(
-        lake: &Path,
+        lake: &Lake,
         from: &Manifest,
         to: &Manifest,
         include_last_seen: bool,

@@ -17,7 +17,7 @@ use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::{
     Credentials, Endpoints, IngestError, IngestOptions, Limits, Secret, ingest, rows_summary,
 };
-use crate::lake::{LakeError, create_lake_dir, scan_lake};
+use crate::lake::{Lake, LakeError, scan_lake};
 
 /// What the demo makes.
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ pub async fn prepare(
         }
         None => {}
     }
-    create_lake_dir(&options.lake)?;
+    Lake::local(&options.lake).create()?;
     let marker = options.lake.join(MARKER);
     std::fs::write(&marker, "a lake made by `mdesnap demo`\n").map_err(|source| {
         DemoError::Remove {

@@ -19,7 +19,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::catalog::{SnapshotTable, snapshots_table};
 use crate::error::{Error, Result};
-use crate::lake::{LakeScan, scan_lake};
+use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
 use crate::odata::to_expr::{Scope, TranslateError, to_expr, to_value_expr};
@@ -63,7 +63,7 @@ pub struct ODataResponse {
 /// SQL over a lake.
 pub struct Engine {
     ctx: SessionContext,
-    lake: PathBuf,
+    lake: Lake,
     as_of: Option<DateTime<Utc>>,
     scan: LakeScan,
     current: Option<SnapshotId>,
@@ -84,7 +84,8 @@ impl Engine {
     ///
     /// A missing lake, a lake without committed snapshots, or an `as_of` before the
     /// first snapshot is an error. Broken manifests are skipped with a warning.
-    pub fn open(lake: &Path, as_of: Option<DateTime<Utc>>) -> Result<Self> {
+    pub fn open(lake: impl Into<Lake>, as_of: Option<DateTime<Utc>>) -> Result<Self> {
+        let lake = lake.into();
         // DATAFUSION_* environment variables set DataFusion's options, as in
         // datafusion-cli (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`).
         let mut config = SessionConfig::from_env()?
@@ -96,17 +97,19 @@ impl Engine {
             config = config.with_batch_size(BATCH_ROWS);
         }
         let ctx = SessionContext::new_with_config(config);
-        // The object store names files by absolute path.
-        let lake = std::path::absolute(lake).map_err(|source| Error::Io {
+        // The local object store names files by absolute path.
+        let lake = lake.absolute().map_err(|source| Error::Io {
             op: "resolving",
-            path: lake.to_path_buf(),
+            path: lake.local_path().map(Path::to_path_buf).unwrap_or_default(),
             source,
         })?;
-        let lake = lake.as_path();
-        let scan = scan_lake(lake)?;
+        if let Some((url, store)) = lake.object_store() {
+            ctx.runtime_env().register_object_store(url.as_ref(), store);
+        }
+        let scan = scan_lake(&lake)?;
         let mut engine = Engine {
             ctx,
-            lake: lake.to_path_buf(),
+            lake,
             as_of,
             scan,
             current: None,
@@ -142,13 +145,13 @@ impl Engine {
                     reason: b.error.to_string(),
                 });
             }
-            return Err(Error::EmptyLake(self.lake.clone()));
+            return Err(Error::EmptyLake(self.lake.to_string()));
         }
         let latest = self
             .scan
             .latest_at(self.as_of)
             .ok_or_else(|| Error::NoSnapshotAsOf {
-                lake: self.lake.clone(),
+                lake: self.lake.to_string(),
                 time: self.as_of.unwrap_or_else(Utc::now),
             })?;
         let latest_id = latest.snapshot_id().ok();
@@ -208,7 +211,7 @@ impl Engine {
             return Err(Error::WriteInLake {
                 statement: what,
                 target: path.display().to_string(),
-                lake: self.lake.clone(),
+                lake: self.lake.to_string(),
             });
         }
         Ok(())
@@ -221,7 +224,7 @@ impl Engine {
                 return Err(Error::WriteInLake {
                     statement,
                     target: target.to_string(),
-                    lake: self.lake.clone(),
+                    lake: self.lake.to_string(),
                 });
             }
             Ok(())
@@ -437,8 +440,8 @@ impl Engine {
         &self.scan
     }
 
-    /// The lake's folder.
-    pub fn lake(&self) -> &Path {
+    /// The lake.
+    pub fn lake(&self) -> &Lake {
         &self.lake
     }
 
@@ -448,25 +451,30 @@ impl Engine {
     }
 
     /// Checks that every file the committed snapshots list exists with the size its
-    /// manifest gives and has a readable Parquet footer. Used to name the file behind a
-    /// failed query; cheap (footers only) but reads every file's tail.
+    /// manifest gives and, on disk, has a readable Parquet footer. Used to name the
+    /// file behind a failed query; cheap (one listing per table, footers only).
     pub fn verify_files(&self) -> Result<()> {
+        let mut sizes = std::collections::HashMap::new();
+        for table in Table::STORED {
+            sizes.extend(self.lake.list(table.name())?);
+        }
         for m in &self.scan.snapshots {
             let Ok(id) = m.snapshot_id() else { continue };
             for entry in m.tables.values() {
                 for f in &entry.files {
-                    let path = self.lake.join(&f.path);
-                    let file = std::fs::File::open(&path).map_err(|_| Error::MissingFile {
-                        path: path.clone(),
-                        id,
-                    })?;
-                    let len = file.metadata().map(|md| md.len()).unwrap_or(0);
-                    if len != f.bytes {
+                    let path = self.lake.shown(&f.path);
+                    if sizes.get(&f.path) != Some(&f.bytes) {
                         return Err(Error::MissingFile { path, id });
                     }
-                    parquet::file::metadata::ParquetMetaDataReader::new()
-                        .parse_and_finish(&file)
-                        .map_err(|source| Error::CorruptFile { path, source })?;
+                    if self.lake.local_path().is_some() {
+                        let file = std::fs::File::open(&path).map_err(|_| Error::MissingFile {
+                            path: path.clone(),
+                            id,
+                        })?;
+                        parquet::file::metadata::ParquetMetaDataReader::new()
+                            .parse_and_finish(&file)
+                            .map_err(|source| Error::CorruptFile { path, source })?;
+                    }
                 }
             }
         }
@@ -476,8 +484,13 @@ impl Engine {
 
 /// Whether `target` (a path or `file://` URL, as a statement names it) lies inside
 /// `lake`. Both are resolved the way the filesystem will: relative to the working
-/// folder, through symbolic links, with `..` taken into account.
-fn path_inside(lake: &Path, target: &str) -> bool {
+/// folder, through symbolic links, with `..` taken into account. No local path is
+/// inside a lake in an object store, and no statement can write there (the lake's
+/// store is registered under a scheme of its own).
+fn path_inside(lake: &Lake, target: &str) -> bool {
+    let Some(lake) = lake.local_path() else {
+        return false;
+    };
     let text = target.strip_prefix("file://").unwrap_or(target);
     if text.contains("://") {
         // Another scheme: not a local path, so not this lake's folder.

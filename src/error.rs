@@ -20,12 +20,14 @@ pub enum Error {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Time(#[from] BadTime),
-    #[error("lake {} has no committed snapshots; make one with `mdesnap generate` or `mdesnap ingest`", .0.display())]
-    EmptyLake(PathBuf),
-    #[error("lake {} has no snapshot taken at or before {}", lake.display(), crate::snapshot::format_time(*time))]
-    NoSnapshotAsOf { lake: PathBuf, time: DateTime<Utc> },
-    #[error("lake {} has no snapshot {id}", lake.display())]
-    UnknownSnapshot { lake: PathBuf, id: SnapshotId },
+    #[error(
+        "lake {0} has no committed snapshots; make one with `mdesnap generate` or `mdesnap ingest`"
+    )]
+    EmptyLake(String),
+    #[error("lake {lake} has no snapshot taken at or before {}", crate::snapshot::format_time(*time))]
+    NoSnapshotAsOf { lake: String, time: DateTime<Utc> },
+    #[error("lake {lake} has no snapshot {id}")]
+    UnknownSnapshot { lake: String, id: SnapshotId },
     #[error("snapshot {id} is unreadable: {reason}")]
     BrokenSnapshot { id: SnapshotId, reason: String },
     #[error("corrupt data file {}: {source}", path.display())]
@@ -46,8 +48,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("lake {} already has {count} snapshots; pass --append to add more", lake.display())]
-    LakeNotEmpty { lake: PathBuf, count: usize },
+    #[error("lake {lake} already has {count} snapshots; pass --append to add more")]
+    LakeNotEmpty { lake: String, count: usize },
     #[error("unsupported output file extension in {} (expected .parquet, .csv, .json or .ndjson)", .0.display())]
     OutputExtension(PathBuf),
     #[error("writing output: {0}")]
@@ -67,13 +69,12 @@ pub enum Error {
         source: crate::odata::ODataError,
     },
     #[error(
-        "{statement} to {target} refused: it is inside the lake {}, which only mdesnap's writers change",
-        lake.display()
+        "{statement} to {target} refused: it is inside the lake {lake}, which only mdesnap's writers change"
     )]
     WriteInLake {
         statement: &'static str,
         target: String,
-        lake: PathBuf,
+        lake: String,
     },
     #[error("{statement} of '{table}' refused: it is one of the lake's tables")]
     LakeTable {

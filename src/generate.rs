@@ -3,7 +3,6 @@
 //! snapshot writer). Snapshot d is taken at the fleet's day d, so ids and dates follow
 //! the fleet's clock, never the wall clock.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -12,7 +11,9 @@ use crate::cancel::Cancel;
 use crate::decode::{MachineDecoder, PairBuilder, SecurityStateDecoder};
 use crate::error::{Error, Result};
 use crate::fleet::{Fleet, FleetConfig};
-use crate::lake::{LakeLock, SnapshotWriter, WriterOptions, create_lake_dir, scan_lake};
+use crate::lake::{
+    Lake, LakeLock, LakeScan, SnapshotWriter, WriterOptions, remove_leftovers, scan_lake,
+};
 use crate::schema::Table;
 use crate::snapshot::{GeneratorInfo, Manifest, format_time, parse_time};
 
@@ -62,7 +63,7 @@ pub const MAX_DAYS: u32 = 36_500;
 /// The lake's lock is held for the whole run, so the "lake is empty" check and every
 /// commit see the same lake.
 pub fn generate(
-    lake: &Path,
+    lake: impl Into<Lake>,
     options: &GenerateOptions,
     mut progress: impl FnMut(&Manifest),
 ) -> Result<Vec<Manifest>> {
@@ -76,15 +77,20 @@ pub fn generate(
         start: options.start.unwrap_or_else(FleetConfig::default_start),
     };
     config.validate(options.days).map_err(Error::Generator)?;
-    create_lake_dir(lake)?;
-    let lock = Arc::new(LakeLock::acquire(lake, options.wait)?);
-    let scan = scan_lake(lake)?;
+    let lake = lake.into();
+    lake.create()?;
+    let lock = Arc::new(LakeLock::acquire(&lake, options.wait)?);
+    let mut scan = scan_lake(&lake)?;
     let count = scan.snapshots.len() + scan.broken.len();
     if count > 0 && !options.append {
         return Err(Error::LakeNotEmpty {
-            lake: lake.to_path_buf(),
+            lake: lake.to_string(),
             count,
         });
+    }
+    let removed = remove_leftovers(&lake, &scan)?;
+    if !removed.is_empty() {
+        tracing::info!("removed {} leftovers of interrupted writes", removed.len());
     }
     let mut first_day = 0u32;
     if options.start.is_none()
@@ -115,8 +121,9 @@ pub fn generate(
         if i > 0 {
             fleet.advance();
         }
-        let manifest = write_day(lake, &lock, &fleet, cancel)?;
+        let manifest = write_day(&lake, &lock, &fleet, &scan, cancel)?;
         progress(&manifest);
+        scan.snapshots.push(manifest.clone());
         written.push(manifest);
     }
     Ok(written)
@@ -130,11 +137,13 @@ fn continuation(latest: &Manifest, config: &FleetConfig) -> Option<(DateTime<Utc
     same.then(|| Some((parse_time(&g.start).ok()?, g.day.checked_add(1)?)))?
 }
 
-/// Writes the fleet's current day as one snapshot, under the lake's `lock`.
-pub fn write_day(
-    lake: &Path,
+/// Writes the fleet's current day as one snapshot, under the lake's `lock`; `scan` is
+/// the lake as this run has it (read once, then each commit added).
+fn write_day(
+    lake: &Lake,
     lock: &Arc<LakeLock>,
     fleet: &Fleet,
+    scan: &LakeScan,
     cancel: &Cancel,
 ) -> Result<Manifest> {
     let config = fleet.config();
@@ -147,7 +156,7 @@ pub fn write_day(
         start: format_time(config.start),
         day: fleet.day(),
     });
-    let mut writer = SnapshotWriter::create_locked(lake, lock, options)?;
+    let mut writer = SnapshotWriter::create_scanned(lake.clone(), lock, options, scan)?;
 
     let mut machines = MachineDecoder::default();
     let mut states = SecurityStateDecoder::default();

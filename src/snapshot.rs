@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
@@ -59,13 +58,13 @@ impl SnapshotId {
     }
 
     /// The folder of `table`'s files of this snapshot, relative to the lake.
-    pub fn table_dir(self, table: Table) -> PathBuf {
-        Path::new(table.name()).join(format!("snapshot={self}"))
+    pub fn table_dir(self, table: Table) -> String {
+        format!("{}/snapshot={self}", table.name())
     }
 
     /// The manifest's path, relative to the lake.
-    pub fn manifest_path(self) -> PathBuf {
-        Path::new(MANIFEST_DIR).join(format!("{self}.json"))
+    pub fn manifest_path(self) -> String {
+        format!("{MANIFEST_DIR}/{self}.json")
     }
 }
 

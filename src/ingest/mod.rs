@@ -23,7 +23,7 @@ pub mod pager;
 pub mod rate_limit;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -39,7 +39,7 @@ pub use rate_limit::Limits;
 
 use crate::cancel::{Cancel, Interrupted};
 use crate::decode::{DecodeError, MachineDecoder, PairBuilder, SecurityStateDecoder};
-use crate::lake::{LakeError, SnapshotWriter, WriterOptions};
+use crate::lake::{Lake, LakeError, SnapshotWriter, WriterOptions};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
 use arrow::record_batch::RecordBatch;
@@ -54,7 +54,7 @@ pub const DOMAIN_CAP: usize = 500;
 /// What to ingest, from where, and how patiently.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
-    pub lake: PathBuf,
+    pub lake: Lake,
     pub endpoints: Endpoints,
     pub tenant: String,
     pub credentials: Credentials,
@@ -87,7 +87,7 @@ pub struct IngestOptions {
 impl IngestOptions {
     /// Options with the service's limits and the documented defaults.
     pub fn new(
-        lake: impl Into<PathBuf>,
+        lake: impl Into<Lake>,
         endpoints: Endpoints,
         tenant: impl Into<String>,
         credentials: Credentials,
@@ -316,7 +316,7 @@ fn decode_records(
 /// what the paging side sends. The channel closing before `Commit` (an error or Ctrl-C
 /// on the paging side) drops the writer, which removes its files.
 fn write_snapshot(
-    lake: PathBuf,
+    lake: Lake,
     options: WriterOptions,
     cancel: Cancel,
     mut rx: mpsc::Receiver<ToWriter>,

@@ -1,24 +1,29 @@
-//! The on-disk lake: the one-writer lock, the snapshot writer with its atomic commit,
-//! the scan that finds committed snapshots, and pruning.
+//! The lake: where it lives ([`Lake`]: a folder or an object store), the one-writer
+//! lock, the snapshot writer with its atomic commit, the scan that finds committed
+//! snapshots, and pruning.
 //!
 //! Layout and guarantees are in `docs/lake-layout.md`. In short: data files are written
-//! under unique names, each published by a rename once complete; the manifest is
-//! written last, under a temporary name, and published with a hard link that never
-//! replaces an existing manifest. Until then the snapshot does not exist for readers.
+//! under unique names, each published whole once complete; the manifest is written
+//! last and published with a create that never replaces an existing manifest (a hard
+//! link on disk, `PutMode::Create` in an object store). Until then the snapshot does
+//! not exist for readers.
 
 mod lock;
 mod prune;
 mod rebuild;
 mod scan;
+mod store;
 mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use lock::LakeLock;
+pub(crate) use prune::remove_leftovers;
 pub use prune::{PruneOptions, PruneReport, parse_duration, prune};
 pub use rebuild::{RebuildReport, rebuild_changes};
 pub use scan::{BrokenSnapshot, LakeScan, scan_lake};
+pub use store::{BadLake, Lake, SCHEMES};
 pub use writer::{SnapshotWriter, WriterOptions};
 
 use crate::schema::Table;
@@ -35,11 +40,21 @@ pub enum LakeError {
     },
     #[error("lake {} does not exist", .0.display())]
     NotFound(PathBuf),
+    #[error("{op} {path}: {message}")]
+    Store {
+        op: &'static str,
+        path: String,
+        /// The store's error, URL queries (a SAS token) removed.
+        message: String,
+    },
+    #[error(transparent)]
+    BadLake(#[from] BadLake),
     #[error(
-        "lake {} is locked by another writer ({holder}); pass --wait to wait for it",
-        lake.display()
+        "lake {lake}: this writer's lock expired and was taken over before it committed (it was not renewed in time); nothing was published"
     )]
-    Locked { lake: PathBuf, holder: String },
+    LockLost { lake: String },
+    #[error("lake {lake} is locked by another writer ({holder}); pass --wait to wait for it")]
+    Locked { lake: String, holder: String },
     #[error("corrupt manifest {}: {source}", path.display())]
     CorruptManifest {
         path: PathBuf,
@@ -67,8 +82,8 @@ pub enum LakeError {
     ManifestExists { id: SnapshotId },
     #[error("corrupt manifest {}: {reason}", path.display())]
     ManifestCounts { path: PathBuf, reason: String },
-    #[error("the lock {} is not the lock of lake {}", lock.display(), lake.display())]
-    ForeignLock { lake: PathBuf, lock: PathBuf },
+    #[error("the lock of lake {lock} is not the lock of lake {lake}")]
+    ForeignLock { lake: String, lock: String },
     #[error(
         "manifest {} has format {found}, newer than the {supported} this mdesnap reads; upgrade mdesnap",
         path.display()
@@ -86,56 +101,4 @@ pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> LakeEr
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Creates the lake folder if missing, readable by its owner only (a device inventory
-/// is sensitive).
-pub fn create_lake_dir(lake: &Path) -> Result<(), LakeError> {
-    if lake.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(lake)
-        .map_err(|e| io_err("creating lake", lake, e))?;
-    // The new folder's entry must survive a crash too.
-    match lake.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
-}
-
-/// Creates `lake/relative` and any missing folder on the way, syncing the parent of
-/// each folder made so the new entries survive a crash; returns the full path.
-pub(crate) fn create_dirs_synced(lake: &Path, relative: &Path) -> Result<PathBuf, LakeError> {
-    let mut dir = lake.to_path_buf();
-    for part in relative.components() {
-        let parent = dir.clone();
-        dir.push(part);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => sync_dir(&parent)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err(io_err("creating", &dir, e)),
-        }
-    }
-    Ok(dir)
-}
-
-/// Flushes a directory's entries to disk, so a rename or link in it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_err("syncing", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }

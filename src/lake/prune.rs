@@ -6,14 +6,13 @@
 //! touched: that data may still be recovered by hand. Everything here runs under the
 //! lake's lock, so another writer's work in progress is never mistaken for a leftover.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::scan::{LakeScan, scan_lake};
-use super::{LakeError, LakeLock, io_err};
+use super::{Lake, LakeError, LakeLock};
 use crate::schema::Table;
 use crate::snapshot::{MANIFEST_DIR, SnapshotId};
 
@@ -36,19 +35,19 @@ pub struct PruneOptions {
 #[derive(Debug, Default)]
 pub struct PruneReport {
     pub snapshots: Vec<SnapshotId>,
-    pub leftovers: Vec<PathBuf>,
+    /// Relative to the lake; a folder ends in `/`.
+    pub leftovers: Vec<String>,
 }
 
 /// Removes leftovers, then whole snapshots as the options say. A snapshot goes when
 /// every given rule lets it go: with both `keep` and `older_than`, a snapshot is kept if
 /// it is among the newest N *or* younger than the duration.
-pub fn prune(lake: &Path, options: &PruneOptions) -> Result<PruneReport, LakeError> {
-    if !lake.is_dir() {
-        return Err(LakeError::NotFound(lake.to_path_buf()));
-    }
-    let _lock = LakeLock::acquire(lake, options.wait)?;
-    let scan = scan_lake(lake)?;
-    let leftovers = find_leftovers(lake, &scan)?;
+pub fn prune(lake: impl Into<Lake>, options: &PruneOptions) -> Result<PruneReport, LakeError> {
+    let lake = lake.into();
+    lake.check_exists()?;
+    let _lock = LakeLock::acquire(&lake, options.wait)?;
+    let scan = scan_lake(&lake)?;
+    let leftovers = find_leftovers(&lake, &scan)?;
     let mut report = PruneReport {
         leftovers,
         snapshots: Vec::new(),
@@ -78,112 +77,87 @@ pub fn prune(lake: &Path, options: &PruneOptions) -> Result<PruneReport, LakeErr
     if options.dry_run {
         return Ok(report);
     }
-    for path in &report.leftovers {
-        remove_path(path)?;
-    }
+    remove(&lake, &report.leftovers)?;
     for id in &report.snapshots {
-        remove_snapshot(lake, *id)?;
+        remove_snapshot(&lake, *id)?;
     }
     Ok(report)
 }
 
 /// Removes one committed snapshot: the manifest first, so it stops being visible
 /// before any of its data goes.
-fn remove_snapshot(lake: &Path, id: SnapshotId) -> Result<(), LakeError> {
-    let manifest = lake.join(id.manifest_path());
-    std::fs::remove_file(&manifest).map_err(|e| io_err("removing", &manifest, e))?;
-    super::sync_dir(&lake.join(MANIFEST_DIR))?;
+fn remove_snapshot(lake: &Lake, id: SnapshotId) -> Result<(), LakeError> {
+    lake.delete(&[id.manifest_path()])?;
+    lake.sync_dir(MANIFEST_DIR)?;
     for table in Table::STORED {
-        let dir = lake.join(id.table_dir(table));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io_err("removing", &dir, e))?;
-        }
+        lake.delete_dir(&id.table_dir(table))?;
     }
     Ok(())
 }
 
 /// Removes the leftovers of `scan`'s lake; the caller holds the lock.
-pub(crate) fn remove_leftovers(lake: &Path, scan: &LakeScan) -> Result<Vec<PathBuf>, LakeError> {
+pub(crate) fn remove_leftovers(lake: &Lake, scan: &LakeScan) -> Result<Vec<String>, LakeError> {
     let found = find_leftovers(lake, scan)?;
-    for path in &found {
-        remove_path(path)?;
-    }
+    remove(lake, &found)?;
     Ok(found)
 }
 
-fn remove_path(path: &Path) -> Result<(), LakeError> {
-    let result = if path.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("removing", path, e)),
+/// Removes leftovers: a folder (ending in `/`) with all it holds, or a file.
+fn remove(lake: &Lake, leftovers: &[String]) -> Result<(), LakeError> {
+    let (folders, files): (Vec<&String>, Vec<&String>) =
+        leftovers.iter().partition(|p| p.ends_with('/'));
+    let files: Vec<String> = files.into_iter().cloned().collect();
+    lake.delete(&files)?;
+    for folder in folders {
+        lake.delete_dir(folder.trim_end_matches('/'))?;
     }
+    Ok(())
 }
 
-/// Lists leftovers without removing anything.
-pub(crate) fn find_leftovers(lake: &Path, scan: &LakeScan) -> Result<Vec<PathBuf>, LakeError> {
-    let listed: HashSet<PathBuf> = scan
+/// Lists leftovers without removing anything, relative to the lake: a snapshot
+/// folder without a manifest (ending in `/`), or a file.
+pub(crate) fn find_leftovers(lake: &Lake, scan: &LakeScan) -> Result<Vec<String>, LakeError> {
+    let listed: HashSet<&str> = scan
         .snapshots
         .iter()
         .flat_map(|m| m.tables.values())
         .flat_map(|t| t.files.iter())
-        .map(|f| lake.join(&f.path))
+        .map(|f| f.path.as_str())
         .collect();
-    let mut found = Vec::new();
+    let broken: HashSet<SnapshotId> = scan.broken.iter().map(|b| b.id).collect();
+    let mut found = BTreeSet::new();
     for table in Table::STORED {
-        let dir = lake.join(table.name());
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("listing", &dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("snapshot="))
+        for (path, _) in lake.list(table.name())? {
+            // `table/snapshot=ID/file`
+            let mut parts = path.splitn(3, '/');
+            let (Some(_), Some(folder), Some(_)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(id) = folder
+                .strip_prefix("snapshot=")
                 .and_then(|s| s.parse::<SnapshotId>().ok())
             else {
                 continue;
             };
-            let folder = entry.path();
-            if !lake.join(id.manifest_path()).exists() {
-                found.push(folder);
-                continue;
-            }
-            if scan.get(id).is_none() {
+            if broken.contains(&id) {
                 // Manifest present but unreadable: leave its data alone.
                 continue;
             }
-            let files = std::fs::read_dir(&folder).map_err(|e| io_err("listing", &folder, e))?;
-            for file in files {
-                let file = file.map_err(|e| io_err("listing", &folder, e))?;
-                let path = file.path();
-                if !listed.contains(&path) {
-                    found.push(path);
-                }
+            if scan.get(id).is_none() {
+                found.insert(format!("{}/", id.table_dir(table)));
+            } else if !listed.contains(path.as_str()) {
+                found.insert(path);
             }
         }
     }
-    let manifests = lake.join(MANIFEST_DIR);
-    if let Ok(entries) = std::fs::read_dir(&manifests) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if name
-                .to_str()
-                .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
-            {
-                found.push(entry.path());
-            }
+    for (path, _) in lake.list(MANIFEST_DIR)? {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            found.insert(path);
         }
     }
-    found.sort();
-    Ok(found)
+    Ok(found.into_iter().collect())
 }
 
 /// Text that is not a duration.

@@ -10,12 +10,10 @@
 //! after that. A kill at any point leaves each snapshot with one consistent set, and
 //! files no manifest lists are leftovers for the next writer or `snapshots prune`.
 
-use std::path::Path;
-
 use super::prune::remove_leftovers;
 use super::scan::scan_lake;
 use super::writer::{replace_manifest, write_one_file};
-use super::{LakeError, LakeLock, io_err};
+use super::{Lake, LakeError, LakeLock};
 use crate::cancel::Cancel;
 use crate::changes;
 use crate::schema::Table;
@@ -32,18 +30,17 @@ pub struct RebuildReport {
 
 /// Brings every snapshot's change tables up to date (all of them with `force`).
 pub fn rebuild_changes(
-    lake: &Path,
+    lake: impl Into<Lake>,
     wait: bool,
     force: bool,
     cancel: &Cancel,
     mut progress: impl FnMut(SnapshotId),
 ) -> Result<RebuildReport, LakeError> {
-    if !lake.is_dir() {
-        return Err(LakeError::NotFound(lake.to_path_buf()));
-    }
-    let _lock = LakeLock::acquire(lake, wait)?;
-    let scan = scan_lake(lake)?;
-    remove_leftovers(lake, &scan)?;
+    let lake = lake.into();
+    lake.check_exists()?;
+    let _lock = LakeLock::acquire(&lake, wait)?;
+    let scan = scan_lake(&lake)?;
+    remove_leftovers(&lake, &scan)?;
     let mut report = RebuildReport::default();
     for m in &scan.snapshots {
         if m.table(Table::Machines).is_none() {
@@ -80,7 +77,7 @@ pub fn rebuild_changes(
                 .insert(t.name().to_string(), TableEntry::default());
         }
         if let Some(previous) = previous {
-            let diff = changes::diff(lake, previous, m, false, cancel).map_err(|e| {
+            let diff = changes::diff(&lake, previous, m, false, cancel).map_err(|e| {
                 LakeError::Changes {
                     id,
                     reason: e.to_string(),
@@ -90,7 +87,7 @@ pub fn rebuild_changes(
                 (Table::MachineChanges, &diff.machines),
                 (Table::IpAddressChanges, &diff.ip_addresses),
             ] {
-                if let Some(file) = write_one_file(lake, id, table, batch)? {
+                if let Some(file) = write_one_file(&lake, id, table, batch)? {
                     let entry = updated.tables.entry(table.name().to_string()).or_default();
                     entry.rows += file.rows;
                     entry.files.push(file);
@@ -98,17 +95,13 @@ pub fn rebuild_changes(
             }
         }
         updated.changes = Some(wanted.clone());
-        replace_manifest(lake, &updated)?;
-        for t in Table::CHANGES {
-            for f in m.table(t).map(|e| e.files.as_slice()).unwrap_or_default() {
-                let path = lake.join(&f.path);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("removing", &path, e)),
-                }
-            }
-        }
+        replace_manifest(&lake, &updated)?;
+        let old: Vec<String> = Table::CHANGES
+            .iter()
+            .flat_map(|t| m.table(*t).map(|e| e.files.as_slice()).unwrap_or_default())
+            .map(|f| f.path.clone())
+            .collect();
+        lake.delete(&old)?;
         report.rebuilt.push((id, wanted.previous));
     }
     Ok(report)

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{LakeError, io_err};
+use super::{Lake, LakeError};
 use crate::snapshot::{MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId};
 
 /// A manifest that could not be read; its snapshot is left out, the others stay usable.
@@ -18,7 +18,7 @@ pub struct BrokenSnapshot {
 /// The committed snapshots of a lake, oldest first, and the manifests that are broken.
 #[derive(Debug)]
 pub struct LakeScan {
-    pub lake: PathBuf,
+    pub lake: Lake,
     pub snapshots: Vec<Manifest>,
     pub broken: Vec<BrokenSnapshot>,
 }
@@ -40,37 +40,31 @@ impl LakeScan {
     }
 }
 
-/// Reads every manifest of `lake`. A missing lake is an error; a lake with no snapshots
-/// is not (the caller decides what that means).
-pub fn scan_lake(lake: &Path) -> Result<LakeScan, LakeError> {
-    if !lake.is_dir() {
-        return Err(LakeError::NotFound(lake.to_path_buf()));
+/// Reads every manifest of `lake` (on an object store, one listing and the manifests
+/// read concurrently). A missing lake is an error; a lake with no snapshots is not
+/// (the caller decides what that means).
+pub fn scan_lake(lake: impl Into<Lake>) -> Result<LakeScan, LakeError> {
+    let lake = lake.into();
+    let listed = lake.list(MANIFEST_DIR)?;
+    if listed.is_empty() {
+        lake.check_exists()?;
     }
-    let dir = lake.join(MANIFEST_DIR);
-    let mut found: Vec<(SnapshotId, PathBuf)> = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err("listing", &dir, e))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let Some(stem) = name.strip_suffix(".json") else {
-                    continue;
-                };
-                // Temporary manifests start with a dot; other names are not ours.
-                if let Ok(id) = stem.parse::<SnapshotId>() {
-                    found.push((id, entry.path()));
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("listing", &dir, e)),
-    }
+    let mut found: Vec<(SnapshotId, String)> = listed
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let name = path.rsplit('/').next()?;
+            // Temporary manifests start with a dot; other names are not ours.
+            let id = name.strip_suffix(".json")?.parse::<SnapshotId>().ok()?;
+            (path == id.manifest_path()).then_some((id, path))
+        })
+        .collect();
     found.sort();
+    let read = lake.read_many(found.iter().map(|(_, p)| p.clone()).collect());
     let mut snapshots = Vec::with_capacity(found.len());
     let mut broken = Vec::new();
-    for (id, path) in found {
-        match read_manifest(&path, id) {
+    for ((id, path), bytes) in found.into_iter().zip(read) {
+        let path = lake.shown(&path);
+        match bytes.and_then(|b| read_manifest(&b, &path, id)) {
             Ok(m) => snapshots.push(m),
             Err(error) => {
                 tracing::warn!("skipping snapshot {id}: {error}");
@@ -79,22 +73,25 @@ pub fn scan_lake(lake: &Path) -> Result<LakeScan, LakeError> {
         }
     }
     Ok(LakeScan {
-        lake: lake.to_path_buf(),
+        lake,
         snapshots,
         broken,
     })
 }
 
-/// Reads and checks one manifest.
-pub(crate) fn read_manifest(path: &Path, id: SnapshotId) -> Result<Manifest, LakeError> {
-    let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
+/// Checks one manifest's bytes, read from `path`.
+pub(crate) fn read_manifest(
+    bytes: &[u8],
+    path: &Path,
+    id: SnapshotId,
+) -> Result<Manifest, LakeError> {
     // The format first: a newer mdesnap's manifest may not parse as this one's, and
     // "upgrade" is a better answer than a parse error.
     #[derive(serde::Deserialize)]
     struct Format {
         format: u32,
     }
-    if let Ok(Format { format }) = serde_json::from_slice(&bytes)
+    if let Ok(Format { format }) = serde_json::from_slice(bytes)
         && format > MANIFEST_FORMAT
     {
         return Err(LakeError::ManifestFormat {
@@ -104,7 +101,7 @@ pub(crate) fn read_manifest(path: &Path, id: SnapshotId) -> Result<Manifest, Lak
         });
     }
     let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|source| LakeError::CorruptManifest {
+        serde_json::from_slice(bytes).map_err(|source| LakeError::CorruptManifest {
             path: path.to_path_buf(),
             source,
         })?;

@@ -2,15 +2,19 @@
 //!
 //! Files roll by size so memory stays flat whatever the tenant's size: only the row
 //! group being encoded is held. Each file is written as `.part-*.tmp`, synced, then
-//! renamed to `part-NNNNN-<uuid>.parquet`, so a reader that globs the folders never sees
-//! a half-written Parquet file. `commit` writes the manifest last and publishes it with
-//! a hard link, which fails rather than replace an existing manifest. A writer dropped
-//! without `commit` removes what it wrote; a killed one leaves leftovers that the next
-//! writer (or `snapshots prune`) removes under the lock.
+//! published as `part-NNNNN-<uuid>.parquet` (renamed on disk; uploaded whole to an
+//! object store from a local staging folder), so a reader that globs the folders never
+//! sees a half-written Parquet file. `commit` writes the manifest last and publishes it
+//! with a create that fails rather than replace an existing manifest (a hard link on
+//! disk, `PutMode::Create` in an object store). A writer dropped without `commit`
+//! removes what it wrote; a killed one leaves leftovers that the next writer (or
+//! `snapshots prune`) removes under the lock.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
@@ -21,13 +25,13 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::prune::remove_leftovers;
 use super::scan::{LakeScan, scan_lake};
-use super::{LakeError, LakeLock, create_dirs_synced, create_lake_dir, io_err, sync_dir};
+use super::{Lake, LakeError, LakeLock, io_err};
 use crate::cancel::Cancel;
 use crate::changes;
 use crate::schema::Table;
 use crate::snapshot::{
-    ChangesInfo, FileEntry, GeneratorInfo, LOCK_FILE, MANIFEST_DIR, MANIFEST_FORMAT, Manifest,
-    SnapshotId, TableEntry, format_time,
+    ChangesInfo, FileEntry, GeneratorInfo, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId,
+    TableEntry, format_time,
 };
 
 /// What the manifest records about a snapshot, and how files are cut.
@@ -83,7 +87,7 @@ struct OpenFile {
 
 /// Writes one snapshot. See the module docs for the guarantees.
 pub struct SnapshotWriter {
-    lake: PathBuf,
+    lake: Lake,
     id: SnapshotId,
     options: WriterOptions,
     job: uuid::Uuid,
@@ -100,7 +104,7 @@ pub struct SnapshotWriter {
     /// Time spent comparing appended batches with the previous snapshot.
     compare_time: std::time::Duration,
     // Declared last: dropped after the cleanup in `Drop` has run.
-    _lock: Arc<LakeLock>,
+    lock: Arc<LakeLock>,
 }
 
 impl std::fmt::Debug for SnapshotWriter {
@@ -115,9 +119,10 @@ impl std::fmt::Debug for SnapshotWriter {
 impl SnapshotWriter {
     /// Takes the lake's lock, removes what earlier crashed writers left, and picks the
     /// snapshot id: the start second, or the next free one.
-    pub fn create(lake: &Path, options: WriterOptions) -> Result<Self, LakeError> {
-        create_lake_dir(lake)?;
-        let lock = Arc::new(LakeLock::acquire(lake, options.wait)?);
+    pub fn create(lake: impl Into<Lake>, options: WriterOptions) -> Result<Self, LakeError> {
+        let lake = lake.into();
+        lake.create()?;
+        let lock = Arc::new(LakeLock::acquire(&lake, options.wait)?);
         Self::create_locked(lake, &lock, options)
     }
 
@@ -125,31 +130,54 @@ impl SnapshotWriter {
     /// writes several snapshots (`generate`) holds the lake for all of them, so no
     /// other writer slips in between its checks and its commits.
     pub fn create_locked(
-        lake: &Path,
+        lake: impl Into<Lake>,
         lock: &Arc<LakeLock>,
         options: WriterOptions,
     ) -> Result<Self, LakeError> {
-        if lock.path() != lake.join(LOCK_FILE) {
+        let lake = lake.into();
+        if !lock.lake().same(&lake) {
             return Err(LakeError::ForeignLock {
-                lake: lake.to_path_buf(),
-                lock: lock.path().to_path_buf(),
+                lake: lake.to_string(),
+                lock: lock.lake().to_string(),
             });
         }
-        let scan = scan_lake(lake)?;
-        let removed = remove_leftovers(lake, &scan)?;
+        let scan = scan_lake(&lake)?;
+        let removed = remove_leftovers(&lake, &scan)?;
         if !removed.is_empty() {
             tracing::info!("removed {} leftovers of interrupted writes", removed.len());
         }
+        Self::create_scanned(lake, lock, options, &scan)
+    }
+
+    /// As [`create_locked`](Self::create_locked), for a caller that scanned the lake
+    /// and removed its leftovers under this lock, and has kept `scan` up to date with
+    /// its own commits since: a run of many snapshots (`generate --days 1000`) reads
+    /// the lake once, not once per snapshot.
+    pub(crate) fn create_scanned(
+        lake: Lake,
+        lock: &Arc<LakeLock>,
+        options: WriterOptions,
+        scan: &LakeScan,
+    ) -> Result<Self, LakeError> {
+        if !lock.lake().same(&lake) {
+            return Err(LakeError::ForeignLock {
+                lake: lake.to_string(),
+                lock: lock.lake().to_string(),
+            });
+        }
         let mut id = SnapshotId::from_time(options.started_at);
-        let taken = |id: SnapshotId| lake.join(id.manifest_path()).exists();
+        // Under the lock the scan is current: a manifest it lists, readable or not,
+        // holds that id.
+        let taken =
+            |id: SnapshotId| scan.get(id).is_some() || scan.broken.iter().any(|b| b.id == id);
         while taken(id) {
             id = id.next();
         }
         let props = writer_properties(options.row_group_rows);
-        let changes = Changes::start(lake, &scan, id, &options);
+        let changes = Changes::start(&lake, scan, id, &options);
         Ok(SnapshotWriter {
             changes,
-            lake: lake.to_path_buf(),
+            lake,
             id,
             done: options
                 .tables
@@ -165,7 +193,7 @@ impl SnapshotWriter {
             committed: false,
             write_time: std::time::Duration::ZERO,
             compare_time: std::time::Duration::ZERO,
-            _lock: Arc::clone(lock),
+            lock: Arc::clone(lock),
         })
     }
 
@@ -243,10 +271,10 @@ impl SnapshotWriter {
         let n = *part;
         *part += 1;
         let dir_rel = self.id.table_dir(table);
-        let dir = create_dirs_synced(&self.lake, &dir_rel)?;
+        let dir = self.lake.staging_dir(&dir_rel, &self.job.to_string())?;
         let name = format!("part-{n:05}-{}.parquet", self.job);
         let (writer, tmp) = create_parquet(&dir, &name, table, self.props.clone())?;
-        let relative = format!("{}/{}", dir_rel.to_string_lossy().replace('\\', "/"), name);
+        let relative = format!("{dir_rel}/{name}");
         Ok(OpenFile {
             writer,
             tmp,
@@ -266,7 +294,7 @@ impl SnapshotWriter {
             relative,
             rows,
         } = file;
-        let bytes = finish_parquet(writer, &tmp, &self.lake.join(&relative))?;
+        let bytes = finish_parquet(writer, &tmp, &self.lake, &relative)?;
         let entry = self.done.entry(table).or_default();
         entry.rows += rows;
         entry.files.push(FileEntry {
@@ -316,31 +344,20 @@ impl SnapshotWriter {
             );
         }
         for table in self.done.keys() {
-            let dir = self.lake.join(self.id.table_dir(*table));
-            if dir.is_dir() {
-                sync_dir(&dir)?;
-            }
+            self.lake.sync_dir(&self.id.table_dir(*table))?;
         }
         manifest.tables = self.table_entries();
-        let dir = create_dirs_synced(&self.lake, Path::new(MANIFEST_DIR))?;
-        let tmp = dir.join(format!(".{}.json.{}.tmp", self.id, self.job));
+        let path = self.id.manifest_path();
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|source| LakeError::CorruptManifest {
-                path: tmp.clone(),
+                path: self.lake.shown(&path),
                 source,
             })?;
-        write_synced(&tmp, &json)?;
-        let path = self.lake.join(self.id.manifest_path());
-        let linked = std::fs::hard_link(&tmp, &path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(LakeError::ManifestExists { id: self.id });
-            }
-            Err(e) => return Err(io_err("publishing", &path, e)),
+        // A writer whose lease ran out may have been taken over: it publishes nothing.
+        self.lock.check()?;
+        if !self.lake.create_new(&path, Bytes::from(json))? {
+            return Err(LakeError::ManifestExists { id: self.id });
         }
-        sync_dir(&dir)?;
         self.committed = true;
         Ok(manifest)
     }
@@ -392,14 +409,17 @@ impl SnapshotWriter {
             drop(file.writer);
             let _ = std::fs::remove_file(&file.tmp);
         }
-        for entry in self.done.values() {
-            for f in &entry.files {
-                let _ = std::fs::remove_file(self.lake.join(&f.path));
-            }
+        let files: Vec<String> = self
+            .done
+            .values()
+            .flat_map(|entry| entry.files.iter().map(|f| f.path.clone()))
+            .collect();
+        if let Err(e) = self.lake.delete(&files) {
+            tracing::warn!("removing the files of an abandoned snapshot: {e}");
         }
         for table in self.done.keys() {
             // Only succeeds when empty: another writer's files are never touched.
-            let _ = std::fs::remove_dir(self.lake.join(self.id.table_dir(*table)));
+            self.lake.remove_empty_dir(&self.id.table_dir(*table));
         }
     }
 }
@@ -409,6 +429,7 @@ impl Drop for SnapshotWriter {
         if !self.committed {
             self.discard();
         }
+        self.lake.remove_staging(&self.job.to_string());
     }
 }
 
@@ -440,9 +461,15 @@ fn create_parquet(
     Ok((writer, tmp))
 }
 
-/// Finishes a file [`create_parquet`] made: writes its footer, syncs it, and renames
-/// it to `path`, so no reader ever sees it half-written. Returns its size.
-fn finish_parquet(writer: ArrowWriter<File>, tmp: &Path, path: &Path) -> Result<u64, LakeError> {
+/// Finishes a file [`create_parquet`] made: writes its footer, syncs it, and publishes
+/// it as `relative` ([`Lake::publish`]), so no reader ever sees it half-written.
+/// Returns its size.
+fn finish_parquet(
+    writer: ArrowWriter<File>,
+    tmp: &Path,
+    lake: &Lake,
+    relative: &str,
+) -> Result<u64, LakeError> {
     let handle = writer.into_inner().map_err(|source| LakeError::Parquet {
         path: tmp.to_path_buf(),
         source,
@@ -453,7 +480,7 @@ fn finish_parquet(writer: ArrowWriter<File>, tmp: &Path, path: &Path) -> Result<
         .map_err(|e| io_err("reading size of", tmp, e))?
         .len();
     drop(handle);
-    std::fs::rename(tmp, path).map_err(|e| io_err("renaming", tmp, e))?;
+    lake.publish(tmp, relative)?;
     Ok(bytes)
 }
 
@@ -461,7 +488,7 @@ fn finish_parquet(writer: ArrowWriter<File>, tmp: &Path, path: &Path) -> Result<
 /// synced, then renamed), for a writer other than [`SnapshotWriter`]; `None` for an
 /// empty batch.
 pub(crate) fn write_one_file(
-    lake: &Path,
+    lake: &Lake,
     id: SnapshotId,
     table: Table,
     batch: &RecordBatch,
@@ -470,54 +497,43 @@ pub(crate) fn write_one_file(
         return Ok(None);
     }
     let dir_rel = id.table_dir(table);
-    let dir = create_dirs_synced(lake, &dir_rel)?;
-    let name = format!("part-00000-{}.parquet", uuid::Uuid::new_v4());
+    let job = uuid::Uuid::new_v4().to_string();
+    let dir = lake.staging_dir(&dir_rel, &job)?;
+    let name = format!("part-00000-{job}.parquet");
     let (mut writer, tmp) = create_parquet(&dir, &name, table, writer_properties(256 * 1024))?;
     writer.write(batch).map_err(|source| LakeError::Parquet {
         path: tmp.clone(),
         source,
     })?;
-    let bytes = finish_parquet(writer, &tmp, &dir.join(&name))?;
-    sync_dir(&dir)?;
+    let relative = format!("{dir_rel}/{name}");
+    let bytes = finish_parquet(writer, &tmp, lake, &relative);
+    lake.remove_staging(&job);
+    let bytes = bytes?;
+    lake.sync_dir(&dir_rel)?;
     Ok(Some(FileEntry {
-        path: format!("{}/{name}", dir_rel.to_string_lossy().replace('\\', "/")),
+        path: relative,
         rows: batch.num_rows() as u64,
         bytes,
     }))
 }
 
-/// Replaces the manifest of a committed snapshot in one rename (readers see the old
-/// one or the new one, never a mix); the caller holds the lock.
-pub(crate) fn replace_manifest(lake: &Path, manifest: &Manifest) -> Result<(), LakeError> {
+/// Replaces the manifest of a committed snapshot in one step (readers see the old one
+/// or the new one, never a mix); the caller holds the lock.
+pub(crate) fn replace_manifest(lake: &Lake, manifest: &Manifest) -> Result<(), LakeError> {
     let id: SnapshotId = manifest
         .id
         .parse()
         .map_err(|source| LakeError::ManifestId {
-            path: lake.join(MANIFEST_DIR),
+            path: lake.shown(MANIFEST_DIR),
             source,
         })?;
-    let dir = lake.join(MANIFEST_DIR);
-    let tmp = dir.join(format!(".{id}.json.{}.tmp", uuid::Uuid::new_v4()));
+    let path = id.manifest_path();
     let json =
         serde_json::to_vec_pretty(manifest).map_err(|source| LakeError::CorruptManifest {
-            path: tmp.clone(),
+            path: lake.shown(&path),
             source,
         })?;
-    write_synced(&tmp, &json)?;
-    let path = lake.join(id.manifest_path());
-    if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("replacing", &path, e));
-    }
-    sync_dir(&dir)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
-    use std::io::Write;
-    let mut f = File::create(path).map_err(|e| io_err("creating", path, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_err("writing", path, e))
+    lake.replace(&path, Bytes::from(json))
 }
 
 /// The previous snapshot's machines and addresses, read on a thread of their own.
@@ -552,7 +568,7 @@ enum Changes {
 impl Changes {
     /// Starts reading the previous snapshot of `options`' scope, if there is one, so
     /// that it is in memory by the time the first machines arrive.
-    fn start(lake: &Path, scan: &LakeScan, id: SnapshotId, options: &WriterOptions) -> Changes {
+    fn start(lake: &Lake, scan: &LakeScan, id: SnapshotId, options: &WriterOptions) -> Changes {
         if !options.tables.contains(&Table::Machines) {
             return Changes::None;
         }
@@ -575,7 +591,7 @@ impl Changes {
         };
         let addresses = options.tables.contains(&Table::IpAddresses)
             && previous.table(Table::IpAddresses).is_some();
-        let (lake, manifest) = (lake.to_path_buf(), previous.clone());
+        let (lake, manifest) = (lake.clone(), previous.clone());
         // Read and indexed on a thread of its own, while the new rows are fetched.
         let thread = std::thread::spawn(move || -> Loaded {
             let machines = changes::read_table(&lake, &manifest, Table::Machines)?;

@@ -229,7 +229,7 @@ impl Session {
             "mdesnap {} over {} ({range}{at})\ntables: {} (each also as _history), snapshots\n\
              SQL ends with ';'; OData runs on Enter (machines?$filter=...); \\? for help, \\q to quit",
             env!("CARGO_PKG_VERSION"),
-            self.engine.lake().display(),
+            self.engine.lake(),
             tables.join(", ")
         )
     }
@@ -395,7 +395,7 @@ impl Session {
                 self.print_frame(df, out).await?;
             }
             Meta::Diff(from, to) => {
-                let lake = self.engine.lake().to_path_buf();
+                let lake = self.engine.lake().clone();
                 let snapshots = self.engine.lake_scan().snapshots.clone();
                 let cancel = crate::cancel::Cancel::new();
                 // A Ctrl-C drops this future; the comparison on its thread stops too.

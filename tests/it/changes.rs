@@ -366,7 +366,7 @@ fn diff_summary_of_the_sample_lake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odata_asks_the_same_question_of_the_changes() {
-    let engine = Engine::open(&sample_data(), None).expect("opens");
+    let engine = Engine::open(sample_data(), None).expect("opens");
     let sql = rows(
         &engine,
         "SELECT id, old_value FROM machine_changes WHERE field = 'riskScore' AND new_value = 'High' ORDER BY id, snapshot",

@@ -10,6 +10,7 @@ mod ingest;
 mod interrupt;
 mod kill;
 mod lake;
+mod object_store;
 mod odata;
 mod repl;
 mod sample_data;
@@ -80,7 +81,12 @@ pub fn leftovers(lake: &Path) -> Vec<PathBuf> {
         dry_run: true,
         ..Default::default()
     };
-    prune(lake, &options).expect("prune --dry-run").leftovers
+    prune(lake, &options)
+        .expect("prune --dry-run")
+        .leftovers
+        .iter()
+        .map(|p| lake.join(p.trim_end_matches('/')))
+        .collect()
 }
 
 /// The first value of a query's first column, as text.

@@ -53,7 +53,7 @@ async fn one(engine: &Engine, sql: &str) -> String {
 
 #[tokio::test]
 async fn contract_filters_agree_with_sql() {
-    let engine = Engine::open(&sample_data(), None).expect("opens");
+    let engine = Engine::open(sample_data(), None).expect("opens");
     // Placeholders of the contract's examples, filled from the data.
     let ip = one(&engine, "SELECT last_ip_address FROM machines WHERE last_ip_address IS NOT NULL ORDER BY id LIMIT 1").await;
     let guid = one(
@@ -116,7 +116,7 @@ async fn contract_filters_agree_with_sql() {
 
 #[tokio::test]
 async fn top_skip_orderby_select_and_count() {
-    let engine = Engine::open(&sample_data(), None).expect("opens");
+    let engine = Engine::open(sample_data(), None).expect("opens");
     let r = engine
         .odata_request(
             "/api/machines?$filter=healthStatus+ne+'Active'&$top=5&$count=true",
@@ -219,7 +219,7 @@ async fn top_skip_orderby_select_and_count() {
 
 #[tokio::test]
 async fn odata_semantics_that_differ_from_sql() {
-    let engine = Engine::open(&sample_data(), None).expect("opens");
+    let engine = Engine::open(sample_data(), None).expect("opens");
     let count = |url: &'static str| {
         let e = &engine;
         async move {
@@ -284,7 +284,7 @@ async fn odata_semantics_that_differ_from_sql() {
 
 #[tokio::test]
 async fn odata_errors_name_the_offset() {
-    let engine = Engine::open(&sample_data(), None).expect("opens");
+    let engine = Engine::open(sample_data(), None).expect("opens");
     for (url, at, text) in [
         (
             "machines?$filter=computerDnsNme eq 'x'",

@@ -32,7 +32,7 @@ async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn sample_data_regenerates_identically() {
-    let committed = Engine::open(&sample_data(), None).expect("sample-data opens");
+    let committed = Engine::open(sample_data(), None).expect("sample-data opens");
     let scan = committed.lake_scan();
     assert_eq!(scan.snapshots.len(), 7, "seven daily snapshots");
     assert!(scan.broken.is_empty());

@@ -266,10 +266,7 @@ pub async fn run(args: IngestArgs, cancel: Cancel) -> Result<(), Failure> {
     let result = mdesnap::ingest::ingest(&options, &events).await;
     progress.finish();
     let report = result.map_err(|e| {
-        let context = format!(
-            "ingesting into {} (nothing was committed)",
-            options.lake.display()
-        );
+        let context = format!("ingesting into {} (nothing was committed)", options.lake);
         match (&e, &options.filter) {
             (mdesnap::ingest::IngestError::Filter(p), Some(filter)) => anyhow::anyhow!(
                 "{context}: {}",

@@ -16,7 +16,7 @@ use mdesnap::emulator::Profile;
 use mdesnap::engine::Planned;
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
-use mdesnap::lake::{PruneOptions, parse_duration, prune, scan_lake};
+use mdesnap::lake::{Lake, PruneOptions, parse_duration, prune, scan_lake};
 use mdesnap::odata::render_caret;
 use mdesnap::output::{Format, write_file, write_stream};
 use mdesnap::repl::interactive::{piped, prompt};
@@ -34,7 +34,8 @@ mod progress;
     about = "Keep the history of a Microsoft Defender for Endpoint tenant's devices as Parquet snapshots, and query it with SQL",
     long_about = "Keep the history of a Microsoft Defender for Endpoint tenant's devices as Parquet \
 snapshots in a lake folder, and query it with SQL (Apache DataFusion).\n\n\
-The lake is --lake DIR, else $MDESNAP_LAKE, else ./mdesnap-lake. Results go to stdout, logs to \
+The lake is --lake DIR or URL (Azure Blob / ADLS Gen2, S3), else $MDESNAP_LAKE, else \
+./mdesnap-lake. Results go to stdout, logs to \
 stderr. Exit codes: 0 success (zero rows included), 2 error, 130 interrupted."
 )]
 struct Cli {
@@ -57,9 +58,9 @@ fn profile_parser() -> impl TypedValueParser<Value = Profile> {
 
 #[derive(Debug, Args)]
 struct LakeArg {
-    /// The lake folder
-    #[arg(long, env = "MDESNAP_LAKE", default_value = "./mdesnap-lake")]
-    lake: PathBuf,
+    /// The lake: a folder, or az://CONTAINER/PATH, abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH, s3://BUCKET/PATH (credentials from the environment: docs/lake-layout.md)
+    #[arg(long, env = "MDESNAP_LAKE", default_value = "./mdesnap-lake", value_parser = Lake::parse)]
+    lake: Lake,
 }
 
 #[derive(Debug, Subcommand)]
@@ -896,12 +897,7 @@ async fn diff(args: DiffArgs, cancel: Cancel) -> Result<(), Failure> {
     Ok(())
 }
 
-fn rebuild(
-    lake: &std::path::Path,
-    force: bool,
-    wait: bool,
-    cancel: &Cancel,
-) -> Result<(), Failure> {
+fn rebuild(lake: &Lake, force: bool, wait: bool, cancel: &Cancel) -> Result<(), Failure> {
     let report = mdesnap::lake::rebuild_changes(lake, wait, force, cancel, |id| {
         eprintln!("computing the changes of snapshot {id}");
     })?;
@@ -940,9 +936,8 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
                 }
                 scan.get(id)
             };
-            let manifest = manifest.ok_or_else(|| {
-                anyhow::anyhow!("lake {} has no snapshot {id}", lake.lake.display())
-            })?;
+            let manifest = manifest
+                .ok_or_else(|| anyhow::anyhow!("lake {} has no snapshot {id}", lake.lake))?;
             let text = serde_json::to_string_pretty(manifest)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}").map_err(Error::Output)?;
@@ -966,7 +961,8 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
             let verb = if dry_run { "would remove" } else { "removed" };
             let mut out = std::io::stdout().lock();
             for path in &report.leftovers {
-                writeln!(out, "{verb} leftover {}", path.display()).map_err(Error::Output)?;
+                writeln!(out, "{verb} leftover {}", lake.lake.shown(path).display())
+                    .map_err(Error::Output)?;
             }
             for id in &report.snapshots {
                 writeln!(out, "{verb} snapshot {id}").map_err(Error::Output)?;
@@ -1018,7 +1014,7 @@ fn run_generate(args: GenerateArgs, cancel: Cancel) -> Result<(), Failure> {
             }
         }
     })
-    .with_context(|| format!("generating into {}", args.lake.lake.display()))?;
+    .with_context(|| format!("generating into {}", args.lake.lake))?;
     if tty && !quiet {
         eprintln!();
     }
@@ -1026,7 +1022,7 @@ fn run_generate(args: GenerateArgs, cancel: Cancel) -> Result<(), Failure> {
     println!(
         "generated {} snapshots into {} ({} machines in the latest, {}) in {:.1}s",
         written.len(),
-        args.lake.lake.display(),
+        args.lake.lake,
         last.map_or(0, |m| m.rows(Table::Machines)),
         last.map_or_else(|| "none".to_string(), |m| m.id.clone()),
         began.elapsed().as_secs_f64()
