@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::lake::{
     Lake, LakeLock, LakeScan, SnapshotWriter, WriterOptions, remove_leftovers, scan_lake,
+    update_manifest_cache,
 };
 use crate::schema::Table;
 use crate::snapshot::{GeneratorInfo, Manifest, format_time, parse_time};
@@ -124,6 +125,9 @@ pub fn generate(
         let manifest = write_day(&lake, &lock, &fleet, &scan, cancel)?;
         progress(&manifest);
         scan.snapshots.push(manifest.clone());
+        if (i + 1) % 16 == 0 || i + 1 == options.days {
+            update_manifest_cache(&lake, false);
+        }
         written.push(manifest);
     }
     Ok(written)

@@ -22,6 +22,7 @@ pub use lock::LakeLock;
 pub(crate) use prune::remove_leftovers;
 pub use prune::{PruneOptions, PruneReport, parse_duration, prune};
 pub use rebuild::{RebuildReport, rebuild_changes};
+pub(crate) use scan::update_manifest_cache;
 pub use scan::{BrokenSnapshot, LakeScan, scan_lake};
 pub use store::{BadLake, Lake, SCHEMES};
 pub use writer::{SnapshotWriter, WriterOptions};

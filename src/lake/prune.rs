@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::scan::{LakeScan, scan_lake};
+use super::scan::{LakeScan, scan_lake, update_manifest_cache};
 use super::{Lake, LakeError, LakeLock};
 use crate::schema::Table;
 use crate::snapshot::{MANIFEST_DIR, SnapshotId};
@@ -81,6 +81,7 @@ pub fn prune(lake: impl Into<Lake>, options: &PruneOptions) -> Result<PruneRepor
     for id in &report.snapshots {
         remove_snapshot(&lake, *id)?;
     }
+    update_manifest_cache(&lake, !report.snapshots.is_empty());
     Ok(report)
 }
 

@@ -11,7 +11,7 @@
 //! files no manifest lists are leftovers for the next writer or `snapshots prune`.
 
 use super::prune::remove_leftovers;
-use super::scan::scan_lake;
+use super::scan::{scan_lake, update_manifest_cache};
 use super::writer::{replace_manifest, write_one_file};
 use super::{Lake, LakeError, LakeLock};
 use crate::cancel::Cancel;
@@ -104,5 +104,6 @@ pub fn rebuild_changes(
         lake.delete(&old)?;
         report.rebuilt.push((id, wanted.previous));
     }
+    update_manifest_cache(&lake, !report.rebuilt.is_empty());
     Ok(report)
 }

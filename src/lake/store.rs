@@ -267,11 +267,24 @@ impl Lake {
     /// its size; names relative to the lake with `/` separators. A missing folder
     /// has no files.
     pub(crate) fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, LakeError> {
+        Ok(self
+            .list_versions(dir)?
+            .into_iter()
+            .map(|(path, size, _)| (path, size))
+            .collect())
+    }
+
+    /// As [`list`](Self::list), with each object's version (its ETag) where the
+    /// store gives one; a local file has none.
+    pub(crate) fn list_versions(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, u64, Option<String>)>, LakeError> {
         match self.0.as_ref() {
             Location::Local(root) => {
                 let mut out = Vec::new();
                 list_local(root, dir, &mut out)?;
-                Ok(out)
+                Ok(out.into_iter().map(|(p, size)| (p, size, None)).collect())
             }
             Location::Remote(r) => {
                 let (store, path) = (Arc::clone(&r.store), r.path(dir));
@@ -280,8 +293,32 @@ impl Lake {
                         .map_err(|e| self.store_err("listing", dir, e))?;
                 Ok(found
                     .into_iter()
-                    .filter_map(|meta| Some((r.relative(&meta.location)?, meta.size)))
+                    .filter_map(|meta| Some((r.relative(&meta.location)?, meta.size, meta.e_tag)))
                     .collect())
+            }
+        }
+    }
+
+    /// Whether the lake is in an object store.
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.0.as_ref(), Location::Remote(_))
+    }
+
+    /// The bytes of a file, `None` when there is none.
+    pub(crate) fn read_if_present(&self, relative: &str) -> Result<Option<Bytes>, LakeError> {
+        match self.0.as_ref() {
+            Location::Local(root) => match std::fs::read(root.join(relative)) {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err("reading", &root.join(relative), e)),
+            },
+            Location::Remote(r) => {
+                let (store, path) = (Arc::clone(&r.store), r.path(relative));
+                match run(async move { store.get(&path).await?.bytes().await }) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(self.store_err("reading", relative, e)),
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::prune::remove_leftovers;
-use super::scan::{LakeScan, scan_lake};
+use super::scan::{LakeScan, scan_lake, update_manifest_cache};
 use super::{Lake, LakeError, LakeLock, io_err};
 use crate::cancel::Cancel;
 use crate::changes;
@@ -97,6 +97,9 @@ pub struct SnapshotWriter {
     props: WriterProperties,
     duplicates_dropped: u64,
     committed: bool,
+    /// Refresh the manifest cache after the commit (`scan::update_manifest_cache`);
+    /// a run of many snapshots does it itself, not at each one.
+    update_cache: bool,
     /// The comparison with the previous snapshot, fed as machines are appended.
     changes: Changes,
     /// Time spent encoding and writing data files, for the log line at commit.
@@ -146,7 +149,9 @@ impl SnapshotWriter {
         if !removed.is_empty() {
             tracing::info!("removed {} leftovers of interrupted writes", removed.len());
         }
-        Self::create_scanned(lake, lock, options, &scan)
+        let mut writer = Self::create_scanned(lake, lock, options, &scan)?;
+        writer.update_cache = true;
+        Ok(writer)
     }
 
     /// As [`create_locked`](Self::create_locked), for a caller that scanned the lake
@@ -191,6 +196,7 @@ impl SnapshotWriter {
             props,
             duplicates_dropped: 0,
             committed: false,
+            update_cache: false,
             write_time: std::time::Duration::ZERO,
             compare_time: std::time::Duration::ZERO,
             lock: Arc::clone(lock),
@@ -359,6 +365,9 @@ impl SnapshotWriter {
             return Err(LakeError::ManifestExists { id: self.id });
         }
         self.committed = true;
+        if self.update_cache {
+            update_manifest_cache(&self.lake, false);
+        }
         Ok(manifest)
     }
 
