@@ -924,3 +924,27 @@ async fn the_manifest_cache_never_outlives_a_manifest() {
         }
     }
 }
+
+/// A SAS pasted into the lake's URL is refused, by flag or environment, and the error
+/// never repeats it (clap's own error would have printed the value whole).
+#[test]
+fn a_lake_url_with_a_query_is_refused_without_echoing_it() {
+    let url = "az://container/lake?sv=2021-08-06&sig=SECRETSIGNATURE123";
+    let expected = "error: --lake: 'az://container/lake' is not a lake URL: a query or fragment is not allowed (give credentials in the environment)\n";
+    let by_flag = crate::run(&["query", "--lake", url, "SELECT 1"]);
+    let by_env = bin()
+        .args(["snapshots", "list"])
+        .env("MDESNAP_LAKE", url)
+        .output()
+        .expect("runs");
+    for o in [by_flag, by_env] {
+        assert_eq!(o.status.code(), Some(2));
+        assert_eq!(stderr(&o), expected);
+        assert!(stdout(&o).is_empty());
+    }
+    let o = crate::run(&["query", "--lake", "gs://bucket/lake", "SELECT 1"]);
+    assert_eq!(
+        stderr(&o),
+        "error: --lake: 'gs://bucket/lake' is not a lake URL: its scheme is none of az://, abfs://, abfss://, s3:// or file://\n"
+    );
+}

@@ -59,8 +59,37 @@ fn profile_parser() -> impl TypedValueParser<Value = Profile> {
 #[derive(Debug, Args)]
 struct LakeArg {
     /// The lake: a folder, or az://CONTAINER/PATH, abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH, s3://BUCKET/PATH (credentials from the environment: docs/lake-layout.md)
-    #[arg(long, env = "MDESNAP_LAKE", default_value = "./mdesnap-lake", value_parser = Lake::parse)]
+    #[arg(long, env = "MDESNAP_LAKE", default_value = "./mdesnap-lake", value_parser = LakeParser)]
     lake: Lake,
+}
+
+/// `--lake`: a folder or a store URL. Its errors are `Lake::parse`'s own, which never
+/// repeat a URL's query: clap's would print the value as given, a SAS token included.
+#[derive(Debug, Clone, Copy)]
+struct LakeParser;
+
+impl TypedValueParser for LakeParser {
+    type Value = Lake;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Lake, clap::Error> {
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                "--lake: the value is not UTF-8\n",
+            )
+        })?;
+        Lake::parse(text).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("--lake: {e}\n"),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
