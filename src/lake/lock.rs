@@ -179,12 +179,22 @@ fn lease_length() -> Duration {
         .unwrap_or(DEFAULT_LEASE)
 }
 
-fn lease_bytes(holder: &str, expires: DateTime<Utc>) -> PutPayload {
+/// Writes the lock object naming `holder` until `expires`, as `mode` allows: a create
+/// to take a free lock, an update of the version read or written last otherwise.
+fn put_lease(
+    store: &Arc<dyn ObjectStore>,
+    path: &ObjPath,
+    holder: &str,
+    expires: DateTime<Utc>,
+    mode: PutMode,
+) -> object_store::Result<object_store::PutResult> {
     let text = LeaseText {
         holder: holder.to_string(),
         expires_at: expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
-    PutPayload::from(serde_json::to_vec(&text).unwrap_or_default())
+    let payload = PutPayload::from(serde_json::to_vec(&text).unwrap_or_default());
+    let (store, path) = (Arc::clone(store), path.clone());
+    run(async move { store.put_opts(&path, payload, PutOptions::from(mode)).await })
 }
 
 fn version_of(result: &object_store::PutResult) -> UpdateVersion {
@@ -213,15 +223,7 @@ impl Lease {
         let mut said_waiting = false;
         loop {
             let expires = Utc::now() + chrono_length;
-            let (s, p, payload) = (
-                Arc::clone(&store),
-                path.clone(),
-                lease_bytes(&holder, expires),
-            );
-            let created = run(async move {
-                s.put_opts(&p, payload, PutOptions::from(PutMode::Create))
-                    .await
-            });
+            let created = put_lease(&store, &path, &holder, expires, PutMode::Create);
             let current = match created {
                 Ok(put) => {
                     return Ok(Lease::held(
@@ -262,15 +264,7 @@ impl Lease {
             let expiry = text.as_ref().and_then(LeaseText::expires);
             if expiry.is_none_or(|t| t <= Utc::now()) {
                 let expires = Utc::now() + chrono_length;
-                let (s, p, payload) = (
-                    Arc::clone(&store),
-                    path.clone(),
-                    lease_bytes(&holder, expires),
-                );
-                let taken = run(async move {
-                    s.put_opts(&p, payload, PutOptions::from(PutMode::Update(version)))
-                        .await
-                });
+                let taken = put_lease(&store, &path, &holder, expires, PutMode::Update(version));
                 match taken {
                     Ok(put) => {
                         if let Some(t) = text.filter(|t| !t.holder.is_empty()) {
@@ -366,15 +360,13 @@ impl Lease {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let released = DateTime::<Utc>::UNIX_EPOCH;
-        let (s, p, payload) = (
-            Arc::clone(&self.store),
-            self.path.clone(),
-            lease_bytes(&self.holder, released),
-        );
-        if let Err(e) = run(async move {
-            s.put_opts(&p, payload, PutOptions::from(PutMode::Update(version)))
-                .await
-        }) {
+        if let Err(e) = put_lease(
+            &self.store,
+            &self.path,
+            &self.holder,
+            released,
+            PutMode::Update(version),
+        ) {
             tracing::warn!(
                 "could not release the lake's lock ({}); it frees itself when its lease ends",
                 super::store::redact(&e.to_string())
@@ -411,15 +403,7 @@ fn renew(
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let expires = Utc::now() + chrono_length;
-        let (s, p, payload) = (
-            Arc::clone(store),
-            path.clone(),
-            lease_bytes(holder, expires),
-        );
-        match run(async move {
-            s.put_opts(&p, payload, PutOptions::from(PutMode::Update(version)))
-                .await
-        }) {
+        match put_lease(store, path, holder, expires, PutMode::Update(version)) {
             Ok(put) => {
                 *state.version.lock().unwrap_or_else(|e| e.into_inner()) = version_of(&put);
                 *state.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = expires;

@@ -48,8 +48,6 @@ pub enum LakeError {
         /// The store's error, URL queries (a SAS token) removed.
         message: String,
     },
-    #[error(transparent)]
-    BadLake(#[from] BadLake),
     #[error(
         "lake {lake}: this writer's lock expired and was taken over before it committed (it was not renewed in time); nothing was published"
     )]

@@ -381,17 +381,7 @@ impl Lake {
     pub(crate) fn create_new(&self, relative: &str, bytes: Bytes) -> Result<bool, LakeError> {
         match self.0.as_ref() {
             Location::Local(root) => {
-                let path = root.join(relative);
-                let dir = match Path::new(relative).parent() {
-                    Some(parent) => create_dirs_synced(root, parent)?,
-                    None => root.clone(),
-                };
-                let tmp = dir.join(format!(
-                    ".{}.{}.tmp",
-                    file_name(&path),
-                    uuid::Uuid::new_v4()
-                ));
-                write_synced(&tmp, &bytes)?;
+                let (path, dir, tmp) = stage_beside(root, relative, &bytes)?;
                 let linked = std::fs::hard_link(&tmp, &path);
                 let _ = std::fs::remove_file(&tmp);
                 match linked {
@@ -425,17 +415,7 @@ impl Lake {
     pub(crate) fn replace(&self, relative: &str, bytes: Bytes) -> Result<(), LakeError> {
         match self.0.as_ref() {
             Location::Local(root) => {
-                let path = root.join(relative);
-                let dir = match Path::new(relative).parent() {
-                    Some(parent) => create_dirs_synced(root, parent)?,
-                    None => root.clone(),
-                };
-                let tmp = dir.join(format!(
-                    ".{}.{}.tmp",
-                    file_name(&path),
-                    uuid::Uuid::new_v4()
-                ));
-                write_synced(&tmp, &bytes)?;
+                let (path, dir, tmp) = stage_beside(root, relative, &bytes)?;
                 if let Err(e) = std::fs::rename(&tmp, &path) {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(io_err("replacing", &path, e));
@@ -872,6 +852,28 @@ fn list_local(root: &Path, dir: &str, out: &mut Vec<(String, u64)>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` synced under a temporary name beside `root/relative` (its folders
+/// made if missing), for a hard link or rename into place: the final path, its folder
+/// and the temporary file.
+fn stage_beside(
+    root: &Path,
+    relative: &str,
+    bytes: &[u8],
+) -> Result<(PathBuf, PathBuf, PathBuf), LakeError> {
+    let path = root.join(relative);
+    let dir = match Path::new(relative).parent() {
+        Some(parent) => create_dirs_synced(root, parent)?,
+        None => root.to_path_buf(),
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name(&path),
+        uuid::Uuid::new_v4()
+    ));
+    write_synced(&tmp, bytes)?;
+    Ok((path, dir, tmp))
 }
 
 fn file_name(path: &Path) -> String {
