@@ -7,6 +7,7 @@
 //! `snapshot=` folder text, and filters on `snapshot` prune whole files before any is
 //! opened. Row counts from the manifests answer `count(*)` without a scan.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -26,10 +28,15 @@ use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFacto
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::source_as_provider;
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr_rewriter::unnormalize_cols;
+use datafusion::logical_expr::{
+    EmptyRelation, Expr, LogicalPlan, SubqueryAlias, TableProviderFilterPushDown, Values,
+};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -118,6 +125,31 @@ impl SnapshotTable {
     /// The total rows over all files, from the manifests.
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// The snapshots (microseconds) that have rows in this history table and pass
+    /// `filters`, ascending: what `SELECT DISTINCT snapshot` returns, from the manifests.
+    /// `None` for a latest table or a filter on any other column.
+    fn snapshots_with_rows(&self, filters: &[Expr]) -> DfResult<Option<Vec<i64>>> {
+        if !self.history
+            || !filters
+                .iter()
+                .all(|f| expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f))
+        {
+            return Ok(None);
+        }
+        let partition_schema = DFSchema::try_from(Schema::new(self.partition_fields()))?;
+        let mut snapshots = Vec::new();
+        for f in self.files.iter().filter(|f| f.rows > 0) {
+            if filter_partitioned_file(self.partitioned_file(f), filters, &partition_schema)?
+                .is_some()
+            {
+                snapshots.push(f.snapshot);
+            }
+        }
+        snapshots.sort_unstable();
+        snapshots.dedup();
+        Ok(Some(snapshots))
     }
 
     fn partition_fields(&self) -> Vec<Arc<Field>> {
@@ -266,6 +298,83 @@ impl TableProvider for SnapshotTable {
             Statistics::new_unknown(&self.schema)
                 .with_num_rows(Precision::Exact(self.rows() as usize)),
         )
+    }
+}
+
+/// Answers a grouping by `snapshot` alone over a `_history` table, with no aggregate
+/// (`SELECT DISTINCT snapshot FROM machines_history`, what "the last two snapshots" is
+/// written with), from the manifests instead of one row per machine of every file: a
+/// metadata-only query, as Spark's `OptimizeMetadataOnlyQuery` does for partition
+/// columns. Only when the scan reads no column but `snapshot` and every filter it holds
+/// is on `snapshot`; otherwise the plan is left as it is.
+#[derive(Debug, Default)]
+pub struct SnapshotsFromManifests;
+
+impl OptimizerRule for SnapshotsFromManifests {
+    fn name(&self) -> &str {
+        "snapshots_from_manifests"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> DfResult<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let LogicalPlan::TableScan(scan) = aggregate.input.as_ref() else {
+            return Ok(Transformed::no(plan));
+        };
+        let only_snapshot = |e: &Expr| matches!(e, Expr::Column(c) if c.name == SNAPSHOT_COLUMN);
+        if !aggregate.aggr_expr.is_empty()
+            || aggregate.group_expr.len() != 1
+            || !aggregate.group_expr.iter().all(only_snapshot)
+            || scan.fetch.is_some()
+            || scan.projected_schema.fields().len() != 1
+            || scan.projected_schema.field(0).name() != SNAPSHOT_COLUMN
+        {
+            return Ok(Transformed::no(plan));
+        }
+        let Ok(provider) = source_as_provider(&scan.source) else {
+            return Ok(Transformed::no(plan));
+        };
+        let Some(table) = provider.downcast_ref::<SnapshotTable>() else {
+            return Ok(Transformed::no(plan));
+        };
+        // The scan's filters name the table; the files' partition values do not.
+        let filters = unnormalize_cols(scan.filters.iter().cloned());
+        let Some(snapshots) = table.snapshots_with_rows(&filters)? else {
+            return Ok(Transformed::no(plan));
+        };
+        // Unqualified values under the scan's name: the plan's later rules rebuild a
+        // `Values` schema from its own fields.
+        let field = aggregate.schema.field(0).as_ref().clone();
+        let schema = Arc::new(DFSchema::from_unqualified_fields(
+            vec![field].into(),
+            HashMap::new(),
+        )?);
+        let rows = if snapshots.is_empty() {
+            LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema,
+            })
+        } else {
+            let values = snapshots
+                .into_iter()
+                .map(|micros| {
+                    let value = ScalarValue::TimestampMicrosecond(Some(micros), Some(UTC.into()));
+                    vec![Expr::Literal(value, None)]
+                })
+                .collect();
+            LogicalPlan::Values(Values { schema, values })
+        };
+        let aliased = SubqueryAlias::try_new(Arc::new(rows), scan.table_name.clone())?;
+        Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)))
     }
 }
 

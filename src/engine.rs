@@ -17,7 +17,7 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
 
-use crate::catalog::{SnapshotTable, snapshots_table};
+use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
@@ -97,6 +97,7 @@ impl Engine {
             config = config.with_batch_size(BATCH_ROWS);
         }
         let ctx = SessionContext::new_with_config(config);
+        ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));
         // The local object store names files by absolute path.
         let lake = lake.absolute().map_err(|source| Error::Io {
             op: "resolving",

@@ -12,6 +12,7 @@ mod kill;
 mod lake;
 mod object_store;
 mod odata;
+mod plans;
 mod repl;
 mod sample_data;
 mod snapshots;

@@ -1,0 +1,129 @@
+//! Questions the catalog answers from the manifests instead of the data: the answers
+//! must be the data's, and the rewrite must happen only where it is exact.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::util::pretty::pretty_format_batches;
+use chrono::{TimeZone, Utc};
+use mdesnap::lake::{SnapshotWriter, WriterOptions};
+use mdesnap::{Engine, Table};
+use tempfile::tempdir;
+
+/// `n` (user, machine) pairs: user0.., machine ids as 40 hex digits.
+fn pairs(n: usize) -> RecordBatch {
+    let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
+    let machines: Vec<String> = (0..n).map(|i| format!("{i:040x}")).collect();
+    RecordBatch::try_new(
+        Table::UserMachines.schema(),
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(machines)),
+        ],
+    )
+    .expect("valid batch")
+}
+
+/// A lake of four snapshots, one a second from 07:00:00, whose `user_machines` has
+/// 3, 0, 5 and 2 rows: the second snapshot took the table and found nothing.
+fn lake(dir: &std::path::Path) {
+    for (second, rows) in [3usize, 0, 5, 2].into_iter().enumerate() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 23, 7, 0, second as u32)
+            .single()
+            .expect("valid time");
+        let mut w =
+            SnapshotWriter::create(dir, WriterOptions::new(t, "test", &[Table::UserMachines]))
+                .expect("writer");
+        w.append(Table::UserMachines, &pairs(rows)).expect("append");
+        w.commit().expect("commit");
+    }
+}
+
+async fn text(engine: &Engine, sql: &str) -> String {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).expect("prints").to_string()
+}
+
+async fn logical_plan(engine: &Engine, sql: &str) -> String {
+    let plan = text(engine, &format!("EXPLAIN {sql}")).await;
+    plan.lines()
+        .take_while(|l| !l.contains("physical_plan"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn distinct_snapshots_come_from_the_manifests_and_equal_the_data() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    let distinct = "SELECT DISTINCT snapshot FROM user_machines_history ORDER BY 1";
+    // count(user_id) reads the data: no rewrite can answer it from the manifests.
+    let from_data = "SELECT snapshot FROM user_machines_history GROUP BY snapshot \
+                     HAVING count(user_id) > 0 ORDER BY 1";
+    let plan = logical_plan(&engine, distinct).await;
+    assert!(plan.contains("Values:"), "{plan}");
+    assert!(!plan.contains("TableScan"), "{plan}");
+    assert!(
+        logical_plan(&engine, from_data).await.contains("TableScan"),
+        "the reference query reads the data"
+    );
+    let answer = text(&engine, distinct).await;
+    assert_eq!(answer, text(&engine, from_data).await);
+    // The snapshot that found no rows is not among them; the order is ascending.
+    assert_eq!(
+        answer
+            .lines()
+            .filter(|l| l.contains("2026-11-23T07:00:0"))
+            .collect::<Vec<_>>(),
+        [
+            "| 2026-11-23T07:00:00Z |",
+            "| 2026-11-23T07:00:02Z |",
+            "| 2026-11-23T07:00:03Z |"
+        ]
+    );
+
+    // A filter on the snapshot is applied to the manifests' snapshots.
+    let newest_two = "SELECT snapshot FROM (SELECT DISTINCT snapshot FROM user_machines_history \
+                      WHERE snapshot < '2026-11-23T07:00:03Z') s ORDER BY snapshot DESC LIMIT 2";
+    let got = text(&engine, newest_two).await;
+    assert!(logical_plan(&engine, newest_two).await.contains("Values:"));
+    assert_eq!(
+        got.lines()
+            .filter(|l| l.contains("2026-11-23T07:00:0"))
+            .collect::<Vec<_>>(),
+        ["| 2026-11-23T07:00:02Z |", "| 2026-11-23T07:00:00Z |"]
+    );
+
+    // A filter on another column needs the data: only the snapshot with user3 (5 rows).
+    let by_user =
+        "SELECT DISTINCT snapshot FROM user_machines_history WHERE user_id = 'user3' ORDER BY 1";
+    assert!(logical_plan(&engine, by_user).await.contains("TableScan"));
+    let got = text(&engine, by_user).await;
+    assert_eq!(
+        got.lines()
+            .filter(|l| l.contains("2026-11-23T07:00:0"))
+            .collect::<Vec<_>>(),
+        ["| 2026-11-23T07:00:02Z |"]
+    );
+
+    // A table no snapshot took: no rows, and no error.
+    let none = "SELECT DISTINCT snapshot FROM machines_history";
+    assert!(!logical_plan(&engine, none).await.contains("TableScan"));
+    let batches = engine
+        .sql(none)
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+}
