@@ -25,6 +25,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
 use datafusion::datasource::memory::MemTable;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -193,6 +194,39 @@ fn read_schema(file: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()))
 }
 
+impl SnapshotTable {
+    /// A latest table's column statistics (rows, nulls, min and max) from its files'
+    /// footers, which its scan reads anyway (they stay in the session's metadata cache
+    /// for it): `max(last_seen)` and the like are answered from them without a scan.
+    /// History tables keep to the manifests' row counts: their files are mostly pruned
+    /// by snapshot, often only at run time. `None` when a footer cannot be read or
+    /// converted (the scan then names the file).
+    async fn footer_statistics(
+        &self,
+        state: &dyn Session,
+        files: &[PartitionedFile],
+    ) -> Option<Statistics> {
+        if self.history {
+            return None;
+        }
+        let runtime = state.runtime_env();
+        let store = runtime.object_store(&self.store).ok()?;
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let hint = state.table_options().parquet.global.metadata_size_hint;
+        let mut each = Vec::with_capacity(files.len());
+        for f in files {
+            let stats = DFParquetMetadata::new(store.as_ref(), &f.object_meta)
+                .with_metadata_size_hint(hint)
+                .with_file_metadata_cache(Some(Arc::clone(&cache)))
+                .fetch_statistics(&self.file_schema)
+                .await
+                .ok()?;
+            each.push(stats);
+        }
+        Statistics::try_merge_iter(each.iter(), &self.file_schema).ok()
+    }
+}
+
 #[async_trait]
 impl TableProvider for SnapshotTable {
     fn schema(&self) -> SchemaRef {
@@ -258,6 +292,10 @@ impl TableProvider for SnapshotTable {
                     .and_then(|s| s.num_rows.get_value().copied())
             })
             .sum();
+        let statistics = match self.footer_statistics(state, &files).await {
+            Some(s) => s,
+            None => Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)),
+        };
         let table_schema = TableSchemaBuilder::from(&self.file_schema)
             .with_table_partition_cols(self.partition_fields())
             .build();
@@ -284,9 +322,7 @@ impl TableProvider for SnapshotTable {
         let groups = FileGroup::new(files).split_files(streams);
         let config = FileScanConfigBuilder::new(url, Arc::new(source))
             .with_file_groups(groups)
-            .with_statistics(
-                Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)),
-            )
+            .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
