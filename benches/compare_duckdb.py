@@ -7,7 +7,8 @@ text there) and `NN_name.odata` where the question has an OData twin.
 
 Method (docs/benchmarks.md, "Query speed"):
 - mdesnap: the whole `mdesnap query --format csv` command, minus the same command's
-  `SELECT 1`; median of RUNS after one warm-up run.
+  `SELECT 1`; median of RUNS after one warm-up run. The SELECT 1, the query and DuckDB's
+  run take turns within each round, so that all three meet the same load.
 - DuckDB: in process, `SET threads=2`, UTC; `machines` (and every table) as
   `read_parquet` of the latest partition folder, `*_history` as `read_parquet` of all
   partitions with `hive_partitioning=true`; median of RUNS after a warm-up.
@@ -144,7 +145,8 @@ def main():
     con = duck(args.lake)
     print(f"mdesnap {BIN}; DuckDB {duckdb.__version__}, threads=2; lake {args.machines} machines x "
           f"{args.days} days; medians of {args.runs} after a warm-up; "
-          f"mdesnap times minus its SELECT 1 ({base * 1000:.0f} ms)")
+          f"mdesnap times minus its SELECT 1 ({base * 1000:.0f} ms at the start), "
+          f"taking turns with it and DuckDB in each round")
     print(f"{'query':28} {'mdesnap ms':>10} {'duckdb ms':>10} {'ratio':>7}  rows")
     ratios, bad = [], []
     for name, sql, dsql, odata in suite(args.only):
@@ -157,7 +159,9 @@ def main():
               f"{len(our_rows)} {'agree' if agree else 'DIFFER'}")
         if odata:
             odata = odata.strip()
-            o = median_time(lambda: mdesnap(args.lake, odata), args.runs) - base
+            one, o = interleaved([lambda: mdesnap(args.lake, "SELECT 1"),
+                                  lambda: mdesnap(args.lake, odata)], args.runs)
+            o -= one
             _, o_rows = mdesnap(args.lake, odata)
             same = len(o_rows) == len(our_rows)
             if not same:
@@ -177,14 +181,29 @@ def main():
         sys.exit(f"rows differ: {', '.join(bad)}")
 
 
+def interleaved(fns, runs):
+    """Medians of each of `fns` over `runs` rounds after a warm-up round, the functions
+    taking turns within a round: a shared machine's load changes over minutes, and each
+    figure then meets the same load as the ones it is compared or offset with."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, t in zip(fns, times):
+            t.append(fn()[0])
+    return [statistics.median(t) for t in times]
+
+
 def side_by_side(args, con, base, sql, dsql):
-    """Both medians (mdesnap's minus `base`), mdesnap's rows, and whether DuckDB's agree."""
+    """Both medians (mdesnap's minus its SELECT 1, run in the same rounds), mdesnap's
+    rows, and whether DuckDB's agree. `base` is unused: kept for the callers' shape."""
     sql, dsql = strip_comments(sql), strip_comments(dsql)
-    ours = median_time(lambda: mdesnap(args.lake, sql), args.runs) - base
-    theirs = median_time(lambda: duck_run(con, dsql), args.runs)
+    one, ours, theirs = interleaved([lambda: mdesnap(args.lake, "SELECT 1"),
+                                     lambda: mdesnap(args.lake, sql),
+                                     lambda: duck_run(con, dsql)], args.runs)
     _, our_rows = mdesnap(args.lake, sql)
     _, their_rows = duck_run(con, dsql)
-    return ours, theirs, our_rows, our_rows == their_rows
+    return ours - one, theirs, our_rows, our_rows == their_rows
 
 
 def changes_suite(args, con, base):

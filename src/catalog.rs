@@ -47,7 +47,7 @@ use futures::{FutureExt, TryFutureExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result as ParquetResult};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use crate::lake::{Lake, LakeScan};
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
@@ -212,11 +212,18 @@ impl SnapshotTable {
         let runtime = state.runtime_env();
         let store = runtime.object_store(&self.store).ok()?;
         let cache = runtime.cache_manager.get_file_metadata_cache();
-        let hint = state.table_options().parquet.global.metadata_size_hint;
+        let parquet = &state.table_options().parquet.global;
+        let hint = parquet.metadata_size_hint;
+        let page_index = if parquet.enable_page_index {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        };
         let mut each = Vec::with_capacity(files.len());
         for f in files {
             let stats = DFParquetMetadata::new(store.as_ref(), &f.object_meta)
                 .with_metadata_size_hint(hint)
+                .with_page_index_policy(Some(page_index))
                 .with_file_metadata_cache(Some(Arc::clone(&cache)))
                 .fetch_statistics(&self.file_schema)
                 .await

@@ -14,6 +14,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
 
@@ -96,6 +97,13 @@ impl Engine {
             // work in history scans (the `lag()` query of the suite: 1.86 -> 1.21 s).
             config = config.with_batch_size(BATCH_ROWS);
         }
+        if std::env::var_os("DATAFUSION_EXECUTION_PARQUET_ENABLE_PAGE_INDEX").is_none() {
+            // The files' page indexes stay written (other readers use them), but the
+            // writer does not sort, so a page's min and max span nearly every value and
+            // prune nothing; reading them cost a second read per file (a filtered count
+            // over 1,000 snapshots: 398 -> 292 ms).
+            config.options_mut().execution.parquet.enable_page_index = false;
+        }
         let ctx = SessionContext::new_with_config(config);
         ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));
         // The local object store names files by absolute path.
@@ -107,6 +115,11 @@ impl Engine {
         if let Some((url, store)) = lake.object_store() {
             ctx.runtime_env().register_object_store(url.as_ref(), store);
         }
+        #[cfg(unix)]
+        ctx.runtime_env().register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(crate::lake::InlineReads::new()),
+        );
         let scan = scan_lake(&lake)?;
         let mut engine = Engine {
             ctx,

@@ -8,6 +8,8 @@
 //! link on disk, `PutMode::Create` in an object store). Until then the snapshot does
 //! not exist for readers.
 
+#[cfg(unix)]
+mod local_reads;
 mod lock;
 mod prune;
 mod rebuild;
@@ -18,6 +20,8 @@ mod writer;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
+pub use local_reads::InlineReads;
 pub use lock::LakeLock;
 pub(crate) use prune::remove_leftovers;
 pub use prune::{PruneOptions, PruneReport, parse_duration, prune};
