@@ -52,7 +52,9 @@ pub struct WriterOptions {
     pub wait: bool,
     /// A file is closed once it reaches about this many bytes.
     pub target_file_bytes: u64,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group: a reader splits a file between its threads by row
+    /// group, so 65,536 lets two threads share a 100,000-machine snapshot (its latest
+    /// queries 1.3-1.6x faster than with 262,144, the lake 4% larger).
     pub row_group_rows: usize,
     pub generator: Option<GeneratorInfo>,
 }
@@ -70,7 +72,7 @@ impl WriterOptions {
             tables: tables.to_vec(),
             wait: false,
             target_file_bytes: 256 * 1024 * 1024,
-            row_group_rows: 256 * 1024,
+            row_group_rows: 64 * 1024,
             generator: None,
         }
     }
