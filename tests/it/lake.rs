@@ -1,28 +1,12 @@
 //! The lake's guarantees through the library: atomic commit, the lock, leftovers,
 //! id collisions, pruning, and damage confined to the snapshot it hits.
 
-use std::sync::Arc;
-
-use arrow::array::{RecordBatch, StringArray};
 use chrono::{TimeZone, Utc};
 use mdesnap::lake::{PruneOptions, SnapshotWriter, WriterOptions, prune, scan_lake};
 use mdesnap::{Engine, Error, Table};
 use tempfile::tempdir;
 
-use crate::small_lake;
-
-fn pairs(n: usize) -> RecordBatch {
-    let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
-    let machines: Vec<String> = (0..n).map(|i| format!("{i:040x}")).collect();
-    RecordBatch::try_new(
-        Table::UserMachines.schema(),
-        vec![
-            Arc::new(StringArray::from(users)),
-            Arc::new(StringArray::from(machines)),
-        ],
-    )
-    .expect("valid batch")
-}
+use crate::{small_lake, user_machine_pairs};
 
 fn options(second: u32) -> WriterOptions {
     let t = Utc
@@ -41,7 +25,8 @@ async fn commit_publishes_every_table_at_once() {
     let dir = tempdir().expect("tempdir");
     let lake = dir.path().join("lake");
     let mut w = SnapshotWriter::create(&lake, options(0)).expect("writer");
-    w.append(Table::UserMachines, &pairs(10)).expect("append");
+    w.append(Table::UserMachines, &user_machine_pairs(10))
+        .expect("append");
     // Before commit the data files exist, yet the lake has no snapshot.
     assert!(scan_lake(&lake).expect("scan").snapshots.is_empty());
     assert!(matches!(
@@ -81,7 +66,8 @@ async fn a_dropped_writer_leaves_nothing_and_the_same_second_gets_the_next_id() 
     let lake = dir.path();
     {
         let mut w = SnapshotWriter::create(lake, options(0)).expect("writer");
-        w.append(Table::UserMachines, &pairs(3)).expect("append");
+        w.append(Table::UserMachines, &user_machine_pairs(3))
+            .expect("append");
         // The file being written exists until the writer goes.
         assert!(
             walk(lake).iter().any(|p| p.ends_with(".parquet.tmp")),

@@ -19,10 +19,12 @@ mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
-use mdesnap::Engine;
+use arrow::array::{RecordBatch, StringArray};
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, prune};
+use mdesnap::{Engine, Table};
 
 /// An HTTP client for the tests (reqwest here has no TLS provider of its own; the
 /// ingester installs ring's, and so must anyone else in the process).
@@ -90,15 +92,34 @@ pub fn leftovers(lake: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The first value of a query's first column, as text.
-pub async fn scalar(engine: &Engine, sql: &str) -> String {
-    let batches = engine
+/// `n` rows of `user_machines`: user0.., machine ids as 40 hex digits.
+pub fn user_machine_pairs(n: usize) -> RecordBatch {
+    let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
+    let machines: Vec<String> = (0..n).map(|i| format!("{i:040x}")).collect();
+    RecordBatch::try_new(
+        Table::UserMachines.schema(),
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(machines)),
+        ],
+    )
+    .expect("valid batch")
+}
+
+/// A query's result, the statement named in any failure.
+pub async fn collect(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
+    engine
         .sql(sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .collect()
         .await
-        .expect("runs");
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The first value of a query's first column, as text.
+pub async fn scalar(engine: &Engine, sql: &str) -> String {
+    let batches = collect(engine, sql).await;
     let col = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Utf8)
         .expect("cast to text");
     arrow::array::AsArray::as_string::<i32>(&col)

@@ -1,28 +1,13 @@
 //! Questions the catalog answers from the manifests instead of the data: the answers
 //! must be the data's, and the rewrite must happen only where it is exact.
 
-use std::sync::Arc;
-
-use arrow::array::{RecordBatch, StringArray};
 use arrow::util::pretty::pretty_format_batches;
 use chrono::{TimeZone, Utc};
 use mdesnap::lake::{SnapshotWriter, WriterOptions};
 use mdesnap::{Engine, Table};
 use tempfile::tempdir;
 
-/// `n` (user, machine) pairs: user0.., machine ids as 40 hex digits.
-fn pairs(n: usize) -> RecordBatch {
-    let users: Vec<String> = (0..n).map(|i| format!("user{i}")).collect();
-    let machines: Vec<String> = (0..n).map(|i| format!("{i:040x}")).collect();
-    RecordBatch::try_new(
-        Table::UserMachines.schema(),
-        vec![
-            Arc::new(StringArray::from(users)),
-            Arc::new(StringArray::from(machines)),
-        ],
-    )
-    .expect("valid batch")
-}
+use crate::{collect, user_machine_pairs};
 
 /// A lake of four snapshots, one a second from 07:00:00, whose `user_machines` has
 /// 3, 0, 5 and 2 rows: the second snapshot took the table and found nothing.
@@ -35,19 +20,14 @@ fn lake(dir: &std::path::Path) {
         let mut w =
             SnapshotWriter::create(dir, WriterOptions::new(t, "test", &[Table::UserMachines]))
                 .expect("writer");
-        w.append(Table::UserMachines, &pairs(rows)).expect("append");
+        w.append(Table::UserMachines, &user_machine_pairs(rows))
+            .expect("append");
         w.commit().expect("commit");
     }
 }
 
 async fn text(engine: &Engine, sql: &str) -> String {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let batches = collect(engine, sql).await;
     pretty_format_batches(&batches).expect("prints").to_string()
 }
 
@@ -118,13 +98,7 @@ async fn distinct_snapshots_come_from_the_manifests_and_equal_the_data() {
     // A table no snapshot took: no rows, and no error.
     let none = "SELECT DISTINCT snapshot FROM machines_history";
     assert!(!logical_plan(&engine, none).await.contains("TableScan"));
-    let batches = engine
-        .sql(none)
-        .await
-        .expect("plans")
-        .collect()
-        .await
-        .expect("runs");
+    let batches = collect(&engine, none).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
 }
 
