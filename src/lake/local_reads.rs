@@ -5,7 +5,8 @@
 //! 1,000 small snapshots those hand-offs were an eighth of a history scan (perf). A
 //! ranged read of a local file that the page cache holds takes microseconds, so
 //! [`InlineReads`] does it on the calling thread, as DuckDB's workers do. Everything
-//! else (writes, listings, reads with conditions) goes to `LocalFileSystem` as before.
+//! else (writes, listings, whole-object reads, reads with conditions) goes to
+//! `LocalFileSystem` as before.
 
 use std::fmt;
 use std::fs::File;
@@ -21,8 +22,9 @@ use futures::stream::{self, BoxStream};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, Result,
 };
 
 /// `LocalFileSystem` with ranged reads done on the calling thread.
@@ -94,7 +96,7 @@ fn object_meta(location: &Path, meta: &std::fs::Metadata) -> ObjectMeta {
 }
 
 impl InlineReads {
-    fn get_now(&self, location: &Path, options: &GetOptions) -> Result<GetResult> {
+    fn get_range_now(&self, location: &Path, range: &GetRange) -> Result<GetResult> {
         let path: PathBuf = self.inner.path_to_filesystem(location)?;
         let file = File::open(&path).map_err(|e| error(&path, e))?;
         let meta = file.metadata().map_err(|e| error(&path, e))?;
@@ -105,15 +107,12 @@ impl InlineReads {
             ));
         }
         let meta = object_meta(location, &meta);
-        let range = match &options.range {
-            Some(r) => r
-                .as_range(meta.size)
-                .map_err(|e| object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: format!("{}: {e}", path.display()).into(),
-                })?,
-            None => 0..meta.size,
-        };
+        let range = range
+            .as_range(meta.size)
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!("{}: {e}", path.display()).into(),
+            })?;
         let bytes = read(&file, &path, range.clone())?;
         Ok(GetResult {
             payload: GetResultPayload::Stream(Box::pin(stream::once(async move { Ok(bytes) }))),
@@ -144,16 +143,17 @@ impl ObjectStore for InlineReads {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        // A whole-object read (a CSV of the user's, say) stays streamed in chunks by
+        // `LocalFileSystem`; a ranged read is bounded by what its caller asked for.
         let plain = !options.head
             && options.if_match.is_none()
             && options.if_none_match.is_none()
             && options.if_modified_since.is_none()
             && options.if_unmodified_since.is_none()
             && options.version.is_none();
-        if plain {
-            self.get_now(location, &options)
-        } else {
-            self.inner.get_opts(location, options).await
+        match &options.range {
+            Some(range) if plain => self.get_range_now(location, range),
+            _ => self.inner.get_opts(location, options).await,
         }
     }
 
@@ -196,5 +196,74 @@ impl ObjectStore for InlineReads {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+
+    fn store_with(bytes: &[u8]) -> (tempfile::TempDir, InlineReads, Path) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("data.bin");
+        std::fs::write(&file, bytes).expect("write");
+        let location = Path::from_absolute_path(&file).expect("absolute path");
+        (dir, InlineReads::new(), location)
+    }
+
+    #[tokio::test]
+    async fn ranged_reads_return_the_bytes_asked_for() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let (_dir, store, location) = store_with(&data);
+        let got = store.get_range(&location, 100..250).await.expect("range");
+        assert_eq!(&got[..], &data[100..250]);
+        let suffix = GetOptions {
+            range: Some(GetRange::Suffix(8)),
+            ..Default::default()
+        };
+        let got = store.get_opts(&location, suffix).await.expect("suffix");
+        assert_eq!(got.range, 9_992..10_000);
+        assert_eq!(got.meta.size, 10_000);
+        assert_eq!(&got.bytes().await.expect("bytes")[..], &data[9_992..]);
+        let got = store
+            .get_ranges(&location, &[0..4, 5_000..5_010])
+            .await
+            .expect("ranges");
+        assert_eq!(
+            got,
+            vec![
+                Bytes::copy_from_slice(&data[0..4]),
+                Bytes::copy_from_slice(&data[5_000..5_010])
+            ]
+        );
+        // The whole object is streamed by LocalFileSystem, and equal.
+        let whole = store.get(&location).await.expect("get");
+        let chunks: Vec<Bytes> = whole.into_stream().try_collect().await.expect("stream");
+        assert_eq!(chunks.concat(), data);
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_end_or_a_missing_file_is_an_error_naming_it() {
+        let (dir, store, location) = store_with(b"short");
+        let err = store
+            .get_ranges(&location, &[0..2, 3..100])
+            .await
+            .expect_err("past the end");
+        assert!(err.to_string().contains("data.bin"), "{err}");
+        let err = store
+            .get_range(&location, 10..20)
+            .await
+            .expect_err("starts past the end");
+        assert!(err.to_string().contains("data.bin"), "{err}");
+        let missing = Path::from_absolute_path(dir.path().join("gone.bin")).expect("path");
+        let err = store.get_range(&missing, 0..1).await.expect_err("missing");
+        assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
+        let err = store
+            .get_ranges(&missing, &[0..1, 1..2])
+            .await
+            .expect_err("missing");
+        assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
     }
 }
