@@ -394,8 +394,8 @@ impl OptimizerRule for SnapshotsFromManifests {
         let Some(snapshots) = table.snapshots_with_rows(&filters)? else {
             return Ok(Transformed::no(plan));
         };
-        // Unqualified values under the scan's name: the plan's later rules rebuild a
-        // `Values` schema from its own fields.
+        // The values carry the column unqualified; the alias names it after the scan,
+        // as the aggregate's output was.
         let field = aggregate.schema.field(0).as_ref().clone();
         let schema = Arc::new(DFSchema::from_unqualified_fields(
             vec![field].into(),

@@ -129,3 +129,46 @@ async fn latest_min_and_max_come_from_the_footers_and_equal_the_data() {
     assert_eq!(earlier, text(&engine, from_data).await);
     assert_ne!(earlier, latest, "the snapshots' last_seen differ");
 }
+
+#[tokio::test]
+async fn a_max_beyond_the_footers_truncated_statistics_is_read_from_the_data() {
+    use std::sync::Arc;
+
+    use arrow::array::{RecordBatch, StringArray};
+
+    let dir = tempdir().expect("tempdir");
+    // Parquet statistics keep 64 bytes of a string: these differ only after that.
+    let stem = "x".repeat(70);
+    let users: Vec<String> = ["a", "c", "b"]
+        .iter()
+        .map(|s| format!("{stem}{s}"))
+        .collect();
+    let machines: Vec<String> = (0..3).map(|i| format!("{i:040x}")).collect();
+    let batch = RecordBatch::try_new(
+        Table::UserMachines.schema(),
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(machines)),
+        ],
+    )
+    .expect("valid batch");
+    let t = Utc
+        .with_ymd_and_hms(2026, 11, 23, 7, 0, 0)
+        .single()
+        .expect("valid time");
+    let mut w = SnapshotWriter::create(
+        dir.path(),
+        WriterOptions::new(t, "test", &[Table::UserMachines]),
+    )
+    .expect("writer");
+    w.append(Table::UserMachines, &batch).expect("append");
+    w.commit().expect("commit");
+    let engine = Engine::open(dir.path(), None).expect("opens");
+    let got = text(
+        &engine,
+        "SELECT max(user_id) AS m, min(user_id) AS n FROM user_machines",
+    )
+    .await;
+    assert!(got.contains(&format!("{stem}c")), "{got}");
+    assert!(got.contains(&format!("{stem}a")), "{got}");
+}
