@@ -7,6 +7,7 @@
 //! `snapshot=` folder text, and filters on `snapshot` prune whole files before any is
 //! opened. Row counts from the manifests answer `count(*)` without a scan.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{DFSchema, Statistics};
+use datafusion::common::{Column, DFSchema, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
@@ -33,9 +34,10 @@ use datafusion::datasource::source_as_provider;
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::functions_aggregate::count::Count;
 use datafusion::logical_expr::expr_rewriter::unnormalize_cols;
 use datafusion::logical_expr::{
-    EmptyRelation, Expr, LogicalPlan, SubqueryAlias, TableProviderFilterPushDown, Values,
+    EmptyRelation, Expr, LogicalPlan, Projection, TableProviderFilterPushDown, Values,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
@@ -129,9 +131,10 @@ impl SnapshotTable {
     }
 
     /// The snapshots (microseconds) that have rows in this history table and pass
-    /// `filters`, ascending: what `SELECT DISTINCT snapshot` returns, from the manifests.
-    /// `None` for a latest table or a filter on any other column.
-    fn snapshots_with_rows(&self, filters: &[Expr]) -> DfResult<Option<Vec<i64>>> {
+    /// `filters`, ascending, each with its rows: what `SELECT snapshot, count(*) ...
+    /// GROUP BY snapshot` returns, from the manifests. `None` for a latest table or a
+    /// filter on any other column.
+    fn rows_per_snapshot(&self, filters: &[Expr]) -> DfResult<Option<Vec<(i64, u64)>>> {
         if !self.history
             || !filters
                 .iter()
@@ -140,17 +143,16 @@ impl SnapshotTable {
             return Ok(None);
         }
         let partition_schema = DFSchema::try_from(Schema::new(self.partition_fields()))?;
-        let mut snapshots = Vec::new();
+        let mut rows = std::collections::BTreeMap::<i64, u64>::new();
         for f in self.files.iter().filter(|f| f.rows > 0) {
             if filter_partitioned_file(self.partitioned_file(f), filters, &partition_schema)?
                 .is_some()
             {
-                snapshots.push(f.snapshot);
+                let n = rows.entry(f.snapshot).or_default();
+                *n = n.saturating_add(f.rows);
             }
         }
-        snapshots.sort_unstable();
-        snapshots.dedup();
-        Ok(Some(snapshots))
+        Ok(Some(rows.into_iter().collect()))
     }
 
     fn partition_fields(&self) -> Vec<Arc<Field>> {
@@ -344,14 +346,33 @@ impl TableProvider for SnapshotTable {
     }
 }
 
-/// Answers a grouping by `snapshot` alone over a `_history` table, with no aggregate
-/// (`SELECT DISTINCT snapshot FROM machines_history`, what "the last two snapshots" is
-/// written with), from the manifests instead of one row per machine of every file: a
-/// metadata-only query, as Spark's `OptimizeMetadataOnlyQuery` does for partition
-/// columns. Only when the scan reads no column but `snapshot` and every filter it holds
-/// is on `snapshot`; otherwise the plan is left as it is.
+/// Answers a grouping by `snapshot` alone over a `_history` table whose aggregates are
+/// all `count(*)`, or none (`SELECT DISTINCT snapshot FROM machines_history`, how "the
+/// last two snapshots" is written; a daily row count), from the manifests instead of
+/// one row per machine of every file: a metadata-only query, as Spark's
+/// `OptimizeMetadataOnlyQuery` does for partition columns. Only when the scan reads no
+/// column but `snapshot` and every filter it holds is on `snapshot`; otherwise the plan
+/// is left as it is.
 #[derive(Debug, Default)]
 pub struct SnapshotsFromManifests;
+
+/// `count(*)` (DataFusion's `count` of a non-null literal), with no DISTINCT, FILTER or
+/// ORDER BY.
+fn is_count_star(e: &Expr) -> bool {
+    let e = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
+    };
+    let Expr::AggregateFunction(f) = e else {
+        return false;
+    };
+    let p = &f.params;
+    (f.func.inner().as_ref() as &dyn Any).is::<Count>()
+        && !p.distinct
+        && p.filter.is_none()
+        && p.order_by.is_empty()
+        && matches!(p.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
+}
 
 impl OptimizerRule for SnapshotsFromManifests {
     fn name(&self) -> &str {
@@ -374,12 +395,16 @@ impl OptimizerRule for SnapshotsFromManifests {
             return Ok(Transformed::no(plan));
         };
         let only_snapshot = |e: &Expr| matches!(e, Expr::Column(c) if c.name == SNAPSHOT_COLUMN);
-        if !aggregate.aggr_expr.is_empty()
+        if !aggregate.aggr_expr.iter().all(is_count_star)
             || aggregate.group_expr.len() != 1
             || !aggregate.group_expr.iter().all(only_snapshot)
             || scan.fetch.is_some()
-            || scan.projected_schema.fields().len() != 1
-            || scan.projected_schema.field(0).name() != SNAPSHOT_COLUMN
+            || scan.projected_schema.fields().len() > 1
+            || scan
+                .projected_schema
+                .fields()
+                .iter()
+                .any(|f| f.name() != SNAPSHOT_COLUMN)
         {
             return Ok(Transformed::no(plan));
         }
@@ -391,16 +416,22 @@ impl OptimizerRule for SnapshotsFromManifests {
         };
         // The scan's filters name the table; the files' partition values do not.
         let filters = unnormalize_cols(scan.filters.iter().cloned());
-        let Some(snapshots) = table.snapshots_with_rows(&filters)? else {
+        let Some(snapshots) = table.rows_per_snapshot(&filters)? else {
             return Ok(Transformed::no(plan));
         };
-        // The values carry the column unqualified; the alias names it after the scan,
-        // as the aggregate's output was.
-        let field = aggregate.schema.field(0).as_ref().clone();
+        // Values with the aggregate's columns unqualified, then a projection giving each
+        // its qualifier back: the plan above sees the aggregate's own schema.
+        let fields: Vec<Field> = aggregate
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let schema = Arc::new(DFSchema::from_unqualified_fields(
-            vec![field].into(),
+            fields.into(),
             HashMap::new(),
         )?);
+        let counts = aggregate.aggr_expr.len();
         let rows = if snapshots.is_empty() {
             LogicalPlan::EmptyRelation(EmptyRelation {
                 produce_one_row: false,
@@ -409,15 +440,27 @@ impl OptimizerRule for SnapshotsFromManifests {
         } else {
             let values = snapshots
                 .into_iter()
-                .map(|micros| {
-                    let value = ScalarValue::TimestampMicrosecond(Some(micros), Some(UTC.into()));
-                    vec![Expr::Literal(value, None)]
+                .map(|(micros, rows)| {
+                    let snapshot =
+                        ScalarValue::TimestampMicrosecond(Some(micros), Some(UTC.into()));
+                    let count = ScalarValue::Int64(Some(i64::try_from(rows).unwrap_or(i64::MAX)));
+                    let mut row = vec![Expr::Literal(snapshot, None)];
+                    row.extend((0..counts).map(|_| Expr::Literal(count.clone(), None)));
+                    row
                 })
                 .collect();
             LogicalPlan::Values(Values { schema, values })
         };
-        let aliased = SubqueryAlias::try_new(Arc::new(rows), scan.table_name.clone())?;
-        Ok(Transformed::yes(LogicalPlan::SubqueryAlias(aliased)))
+        let names = aggregate
+            .schema
+            .iter()
+            .map(|(qualifier, f)| {
+                Expr::Column(Column::new_unqualified(f.name()))
+                    .alias_qualified(qualifier.cloned(), f.name())
+            })
+            .collect();
+        let projected = Projection::try_new(names, Arc::new(rows))?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projected)))
     }
 }
 

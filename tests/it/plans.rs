@@ -95,6 +95,52 @@ async fn distinct_snapshots_come_from_the_manifests_and_equal_the_data() {
         ["| 2026-11-23T07:00:02Z |"]
     );
 
+    // Rows per snapshot are the manifests' counts; count(user_id) reads the data.
+    let counts = "SELECT snapshot, count(*) AS n FROM user_machines_history \
+                  WHERE snapshot > '2026-11-23T07:00:00Z' GROUP BY snapshot ORDER BY 1";
+    let counted = "SELECT snapshot, count(user_id) AS n FROM user_machines_history \
+                   WHERE snapshot > '2026-11-23T07:00:00Z' GROUP BY snapshot ORDER BY 1";
+    let plan = logical_plan(&engine, counts).await;
+    assert!(
+        plan.contains("Values:") && !plan.contains("TableScan"),
+        "{plan}"
+    );
+    let got = text(&engine, counts).await;
+    assert_eq!(got, text(&engine, counted).await);
+    assert_eq!(
+        got.lines()
+            .filter(|l| l.contains("2026-11-23T07:00:0"))
+            .collect::<Vec<_>>(),
+        [
+            "| 2026-11-23T07:00:02Z | 5 |",
+            "| 2026-11-23T07:00:03Z | 2 |"
+        ]
+    );
+    // Unnamed, and in an expression: the plan above still finds its columns.
+    let got = text(
+        &engine,
+        "SELECT count(*) * 10 AS tenfold FROM user_machines_history GROUP BY snapshot ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        got.lines()
+            .filter(|l| l.starts_with("| ") && !l.contains("tenfold"))
+            .collect::<Vec<_>>(),
+        ["| 20      |", "| 30      |", "| 50      |"]
+    );
+    // A filtered or distinct count needs the data.
+    for sql in [
+        "SELECT snapshot, count(*) FILTER (WHERE user_id = 'user3') FROM user_machines_history \
+         GROUP BY snapshot",
+        "SELECT snapshot, count(DISTINCT user_id) FROM user_machines_history GROUP BY snapshot",
+        "SELECT snapshot, count(user_id) FROM user_machines_history GROUP BY snapshot",
+    ] {
+        assert!(
+            logical_plan(&engine, sql).await.contains("TableScan"),
+            "{sql}"
+        );
+    }
+
     // A table no snapshot took: no rows, and no error.
     let none = "SELECT DISTINCT snapshot FROM machines_history";
     assert!(!logical_plan(&engine, none).await.contains("TableScan"));
