@@ -155,6 +155,44 @@ impl SnapshotTable {
         Ok(Some(rows.into_iter().collect()))
     }
 
+    /// A latest table's column statistics (rows, nulls, min and max) from its files'
+    /// footers, which its scan reads anyway (they stay in the session's metadata cache
+    /// for it): `max(last_seen)` and the like are answered from them without a scan.
+    /// History tables keep to the manifests' row counts: their files are mostly pruned
+    /// by snapshot, often only at run time. `None` when a footer cannot be read or
+    /// converted (the scan then names the file).
+    async fn footer_statistics(
+        &self,
+        state: &dyn Session,
+        files: &[PartitionedFile],
+    ) -> Option<Statistics> {
+        if self.history {
+            return None;
+        }
+        let runtime = state.runtime_env();
+        let store = runtime.object_store(&self.store).ok()?;
+        let cache = runtime.cache_manager.get_file_metadata_cache();
+        let parquet = &state.table_options().parquet.global;
+        let hint = parquet.metadata_size_hint;
+        let page_index = if parquet.enable_page_index {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        };
+        let mut each = Vec::with_capacity(files.len());
+        for f in files {
+            let stats = DFParquetMetadata::new(store.as_ref(), &f.object_meta)
+                .with_metadata_size_hint(hint)
+                .with_page_index_policy(Some(page_index))
+                .with_file_metadata_cache(Some(Arc::clone(&cache)))
+                .fetch_statistics(&self.file_schema)
+                .await
+                .ok()?;
+            each.push(stats);
+        }
+        Statistics::try_merge_iter(each.iter(), &self.file_schema).ok()
+    }
+
     fn partition_fields(&self) -> Vec<Arc<Field>> {
         if self.history {
             vec![Arc::new(snapshot_field())]
@@ -194,46 +232,6 @@ fn read_schema(file: &Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()))
-}
-
-impl SnapshotTable {
-    /// A latest table's column statistics (rows, nulls, min and max) from its files'
-    /// footers, which its scan reads anyway (they stay in the session's metadata cache
-    /// for it): `max(last_seen)` and the like are answered from them without a scan.
-    /// History tables keep to the manifests' row counts: their files are mostly pruned
-    /// by snapshot, often only at run time. `None` when a footer cannot be read or
-    /// converted (the scan then names the file).
-    async fn footer_statistics(
-        &self,
-        state: &dyn Session,
-        files: &[PartitionedFile],
-    ) -> Option<Statistics> {
-        if self.history {
-            return None;
-        }
-        let runtime = state.runtime_env();
-        let store = runtime.object_store(&self.store).ok()?;
-        let cache = runtime.cache_manager.get_file_metadata_cache();
-        let parquet = &state.table_options().parquet.global;
-        let hint = parquet.metadata_size_hint;
-        let page_index = if parquet.enable_page_index {
-            PageIndexPolicy::Optional
-        } else {
-            PageIndexPolicy::Skip
-        };
-        let mut each = Vec::with_capacity(files.len());
-        for f in files {
-            let stats = DFParquetMetadata::new(store.as_ref(), &f.object_meta)
-                .with_metadata_size_hint(hint)
-                .with_page_index_policy(Some(page_index))
-                .with_file_metadata_cache(Some(Arc::clone(&cache)))
-                .fetch_statistics(&self.file_schema)
-                .await
-                .ok()?;
-            each.push(stats);
-        }
-        Statistics::try_merge_iter(each.iter(), &self.file_schema).ok()
-    }
 }
 
 #[async_trait]
