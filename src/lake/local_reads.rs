@@ -60,14 +60,18 @@ fn error(path: &FsPath, source: std::io::Error) -> object_store::Error {
     }
 }
 
+/// An error about `path` that is neither "not found" nor the file system's own.
+fn invalid(path: &FsPath, what: impl fmt::Display) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {what}", path.display()).into(),
+    }
+}
+
 /// Reads `range` of `file`, which must lie within it.
 fn read(file: &File, path: &FsPath, range: Range<u64>) -> Result<Bytes> {
-    let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| {
-        object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("{}: range {range:?} too large", path.display()).into(),
-        }
-    })?;
+    let len = usize::try_from(range.end.saturating_sub(range.start))
+        .map_err(|_| invalid(path, format_args!("range {range:?} too large")))?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, range.start)
         .map_err(|e| error(path, e))?;
@@ -96,10 +100,16 @@ fn object_meta(location: &Path, meta: &std::fs::Metadata) -> ObjectMeta {
 }
 
 impl InlineReads {
-    fn get_range_now(&self, location: &Path, range: &GetRange) -> Result<GetResult> {
-        let path: PathBuf = self.inner.path_to_filesystem(location)?;
+    /// The object's file, opened, with its path and metadata.
+    fn open(&self, location: &Path) -> Result<(PathBuf, File, std::fs::Metadata)> {
+        let path = self.inner.path_to_filesystem(location)?;
         let file = File::open(&path).map_err(|e| error(&path, e))?;
         let meta = file.metadata().map_err(|e| error(&path, e))?;
+        Ok((path, file, meta))
+    }
+
+    fn get_range_now(&self, location: &Path, range: &GetRange) -> Result<GetResult> {
+        let (path, file, meta) = self.open(location)?;
         if meta.is_dir() {
             return Err(error(
                 &path,
@@ -107,12 +117,7 @@ impl InlineReads {
             ));
         }
         let meta = object_meta(location, &meta);
-        let range = range
-            .as_range(meta.size)
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!("{}: {e}", path.display()).into(),
-            })?;
+        let range = range.as_range(meta.size).map_err(|e| invalid(&path, e))?;
         let bytes = read(&file, &path, range.clone())?;
         Ok(GetResult {
             payload: GetResultPayload::Stream(Box::pin(stream::once(async move { Ok(bytes) }))),
@@ -158,21 +163,16 @@ impl ObjectStore for InlineReads {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let path = self.inner.path_to_filesystem(location)?;
-        let file = File::open(&path).map_err(|e| error(&path, e))?;
-        let size = file.metadata().map_err(|e| error(&path, e))?.len();
+        let (path, file, meta) = self.open(location)?;
+        let size = meta.len();
         ranges
             .iter()
             .map(|r| {
                 if r.end > size || r.start > r.end {
-                    return Err(object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: format!(
-                            "{}: range {r:?} beyond the file's {size} bytes",
-                            path.display()
-                        )
-                        .into(),
-                    });
+                    return Err(invalid(
+                        &path,
+                        format_args!("range {r:?} beyond the file's {size} bytes"),
+                    ));
                 }
                 read(&file, &path, r.clone())
             })
