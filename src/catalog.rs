@@ -81,6 +81,8 @@ pub struct SnapshotTable {
     shown_root: Arc<str>,
     /// The lake is in an object store.
     remote: bool,
+    /// The column the files' row groups are sorted by ([`Table::sort_column`]).
+    sort_column: Option<&'static str>,
 }
 
 /// How many files of a lake in an object store a scan reads at once, at least.
@@ -122,6 +124,7 @@ impl SnapshotTable {
                 .map_or_else(ObjectStoreUrl::local_filesystem, |(url, _)| url),
             shown_root: lake.location_root().into(),
             remote: lake.local_path().is_none(),
+            sort_column: table.sort_column(),
         }
     }
 
@@ -314,8 +317,21 @@ impl TableProvider for SnapshotTable {
             runtime.object_store(&url)?,
             runtime.cache_manager.get_file_metadata_cache(),
         );
+        let mut options = state.table_options().parquet.clone();
+        // Row groups are sorted by the sort column, so a filter on it finds its pages in
+        // the page index (a lookup by name reads a page per row group); for any other
+        // filter the index prunes nothing and is not read (`Engine::open`).
+        if let Some(column) = self.sort_column
+            && !options.global.enable_page_index
+            && !crate::engine::page_index_option_set()
+            && filters
+                .iter()
+                .any(|f| f.column_refs().iter().any(|c| c.name == column))
+        {
+            options.global.enable_page_index = true;
+        }
         let source = ParquetSource::new(table_schema)
-            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(Arc::new(NamingReaderFactory {
                 inner: Arc::new(cached),
                 root: Arc::clone(&self.shown_root),

@@ -1,7 +1,8 @@
 //! The snapshot writer: `append` record batches per table, `commit` once.
 //!
 //! Files roll by size so memory stays flat whatever the tenant's size: only the row
-//! group being encoded is held. Each file is written as `.part-*.tmp`, synced, then
+//! group being encoded is held (for a table with a [`Table::sort_column`], as Arrow
+//! rows until it is full and sorted). Each file is written as `.part-*.tmp`, synced, then
 //! published as `part-NNNNN-<uuid>.parquet` (renamed on disk; uploaded whole to an
 //! object store from a local staging folder), so a reader that globs the folders never
 //! sees a half-written Parquet file. `commit` writes the manifest last and publishes it
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::prune::remove_leftovers;
 use super::scan::{LakeScan, scan_lake, update_manifest_cache};
@@ -85,6 +87,63 @@ struct OpenFile {
     /// Final path relative to the lake.
     relative: String,
     rows: u64,
+    /// For a table with a [`Table::sort_column`]: rows appended but not yet written,
+    /// fewer than a row group, held until they make one and are sorted.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl OpenFile {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+        self.writer
+            .write(batch)
+            .map_err(|source| LakeError::Parquet {
+                path: self.tmp.clone(),
+                source,
+            })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes the first `group` pending rows (all of them when fewer) sorted by
+    /// `column`, nulls last, as one row group; the rest stay pending.
+    fn write_sorted_group(&mut self, column: &str, group: usize) -> Result<(), LakeError> {
+        let arrow_err = |e: arrow::error::ArrowError| LakeError::Parquet {
+            path: self.tmp.clone(),
+            source: parquet::errors::ParquetError::ArrowError(e.to_string()),
+        };
+        let Some(first) = self.pending.first() else {
+            return Ok(());
+        };
+        let all =
+            arrow::compute::concat_batches(&first.schema(), &self.pending).map_err(arrow_err)?;
+        let take = group.min(all.num_rows());
+        let rows = all.slice(0, take);
+        let rest = all.slice(take, all.num_rows() - take);
+        let key = rows.column_by_name(column).ok_or_else(|| {
+            arrow_err(arrow::error::ArrowError::SchemaError(format!(
+                "no column {column} to sort by"
+            )))
+        })?;
+        let order = arrow::compute::SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        let indices = arrow::compute::sort_to_indices(key, Some(order), None).map_err(arrow_err)?;
+        let sorted = arrow::compute::take_record_batch(&rows, &indices).map_err(arrow_err)?;
+        self.pending = if rest.num_rows() > 0 {
+            vec![rest]
+        } else {
+            Vec::new()
+        };
+        self.pending_rows = all.num_rows() - take;
+        self.write(&sorted)?;
+        // End the row group here, so each holds one sorted run.
+        self.writer.flush().map_err(|source| LakeError::Parquet {
+            path: self.tmp.clone(),
+            source,
+        })
+    }
 }
 
 /// Writes one snapshot. See the module docs for the guarantees.
@@ -96,7 +155,6 @@ pub struct SnapshotWriter {
     open: BTreeMap<Table, OpenFile>,
     done: BTreeMap<Table, TableEntry>,
     next_part: BTreeMap<Table, u32>,
-    props: WriterProperties,
     duplicates_dropped: u64,
     committed: bool,
     /// Refresh the manifest cache after the commit (`scan::update_manifest_cache`);
@@ -180,7 +238,6 @@ impl SnapshotWriter {
         while taken(id) {
             id = id.next();
         }
-        let props = writer_properties(options.row_group_rows);
         let changes = Changes::start(&lake, scan, id, &options);
         Ok(SnapshotWriter {
             changes,
@@ -195,7 +252,6 @@ impl SnapshotWriter {
             job: uuid::Uuid::new_v4(),
             open: BTreeMap::new(),
             next_part: BTreeMap::new(),
-            props,
             duplicates_dropped: 0,
             committed: false,
             update_cache: false,
@@ -260,13 +316,17 @@ impl SnapshotWriter {
         let Some(file) = self.open.get_mut(&table) else {
             return Ok(());
         };
-        file.writer
-            .write(batch)
-            .map_err(|source| LakeError::Parquet {
-                path: file.tmp.clone(),
-                source,
-            })?;
-        file.rows += batch.num_rows() as u64;
+        match table.sort_column() {
+            Some(column) => {
+                let group = self.options.row_group_rows.max(1);
+                file.pending.push(batch.clone());
+                file.pending_rows += batch.num_rows();
+                while file.pending_rows >= group {
+                    file.write_sorted_group(column, group)?;
+                }
+            }
+            None => file.write(batch)?,
+        }
         let size = file.writer.bytes_written() as u64 + file.writer.in_progress_size() as u64;
         if size >= self.options.target_file_bytes {
             self.close_file(table)?;
@@ -281,26 +341,39 @@ impl SnapshotWriter {
         let dir_rel = self.id.table_dir(table);
         let dir = self.lake.staging_dir(&dir_rel, &self.job.to_string())?;
         let name = format!("part-{n:05}-{}.parquet", self.job);
-        let (writer, tmp) = create_parquet(&dir, &name, table, self.props.clone())?;
+        let (writer, tmp) = create_parquet(
+            &dir,
+            &name,
+            table,
+            writer_properties(table, self.options.row_group_rows),
+        )?;
         let relative = format!("{dir_rel}/{name}");
         Ok(OpenFile {
             writer,
             tmp,
             relative,
             rows: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
     /// Finishes the open file of `table`, syncs it, and gives it its final name.
     fn close_file(&mut self, table: Table) -> Result<(), LakeError> {
-        let Some(file) = self.open.remove(&table) else {
+        let Some(mut file) = self.open.remove(&table) else {
             return Ok(());
         };
+        if let Some(column) = table.sort_column() {
+            while file.pending_rows > 0 {
+                file.write_sorted_group(column, self.options.row_group_rows.max(1))?;
+            }
+        }
         let OpenFile {
             writer,
             tmp,
             relative,
             rows,
+            ..
         } = file;
         let bytes = finish_parquet(writer, &tmp, &self.lake, &relative)?;
         let entry = self.done.entry(table).or_default();
@@ -444,12 +517,29 @@ impl Drop for SnapshotWriter {
     }
 }
 
+/// Rows per data page at most (parquet-rs's default is 20,000): a search that the page
+/// index narrows reads the pages of its other columns whole.
+const PAGE_ROWS: usize = 8 * 1024;
+
+/// Bytes per data page of a [`Table::sort_column`]: about 300 names.
+const SORT_COLUMN_PAGE_BYTES: usize = 8 * 1024;
+
 /// How every Parquet file of the lake is written.
-pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
-    WriterProperties::builder()
+pub(crate) fn writer_properties(table: Table, row_group_rows: usize) -> WriterProperties {
+    let mut builder = WriterProperties::builder();
+    if let Some(column) = table.sort_column() {
+        // Sorted and nearly all distinct: plain encoded in small pages, so the page
+        // index narrows a search on it to a few hundred rows per row group.
+        let path = ColumnPath::from(column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_data_page_size_limit(path, SORT_COLUMN_PAGE_BYTES);
+    }
+    builder
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_created_by(format!("mdesnap {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
@@ -511,7 +601,8 @@ pub(crate) fn write_one_file(
     let job = uuid::Uuid::new_v4().to_string();
     let dir = lake.staging_dir(&dir_rel, &job)?;
     let name = format!("part-00000-{job}.parquet");
-    let (mut writer, tmp) = create_parquet(&dir, &name, table, writer_properties(256 * 1024))?;
+    let (mut writer, tmp) =
+        create_parquet(&dir, &name, table, writer_properties(table, 256 * 1024))?;
     writer.write(batch).map_err(|source| LakeError::Parquet {
         path: tmp.clone(),
         source,

@@ -117,6 +117,31 @@ pub async fn collect(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// Every row of `sql` as csv lines, sorted: for comparing tables whose file order is
+/// not part of the contract.
+pub async fn sorted_lines(engine: &Engine, sql: &str) -> Vec<String> {
+    let df = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    mdesnap::output::write_stream(
+        df.execute_stream().await.expect("runs"),
+        mdesnap::output::Format::Csv,
+        None,
+        &mut out,
+    )
+    .await
+    .expect("writes");
+    let mut lines: Vec<String> = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// The first value of a query's first column, as text.
 pub async fn scalar(engine: &Engine, sql: &str) -> String {
     let batches = collect(engine, sql).await;

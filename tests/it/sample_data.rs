@@ -2,33 +2,11 @@
 //! records: regenerate it and compare every table's content.
 
 use mdesnap::generate::{GenerateOptions, generate};
-use mdesnap::output::{Format, write_stream};
 use mdesnap::snapshot::parse_time;
 use mdesnap::{Engine, Table};
 use tempfile::tempdir;
 
-use crate::sample_data;
-
-/// Every row of `sql` as csv lines, sorted (file order is not part of the contract).
-async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let df = engine.sql(sql).await.expect("plans");
-    let mut out = Vec::new();
-    write_stream(
-        df.execute_stream().await.expect("runs"),
-        Format::Csv,
-        None,
-        &mut out,
-    )
-    .await
-    .expect("writes");
-    let mut lines: Vec<String> = String::from_utf8(out)
-        .expect("utf-8")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
+use crate::{sample_data, sorted_lines as rows};
 
 #[tokio::test]
 async fn sample_data_regenerates_identically() {
