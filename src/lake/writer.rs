@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use std::sync::Arc;
 
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -106,7 +107,8 @@ impl OpenFile {
     }
 
     /// Writes the first `group` pending rows (all of them when fewer) sorted by
-    /// `column`, nulls last, as one row group; the rest stay pending.
+    /// `column`, nulls last, as one row group; the rest stay pending. The rows are
+    /// copied once, in their sorted order, from the batches as they were appended.
     fn write_sorted_group(&mut self, column: &str, group: usize) -> Result<(), LakeError> {
         let arrow_err = |e: arrow::error::ArrowError| LakeError::Parquet {
             path: self.tmp.clone(),
@@ -115,29 +117,54 @@ impl OpenFile {
         let Some(first) = self.pending.first() else {
             return Ok(());
         };
-        let all =
-            arrow::compute::concat_batches(&first.schema(), &self.pending).map_err(arrow_err)?;
-        let take = group.min(all.num_rows());
-        let rows = all.slice(0, take);
-        let rest = all.slice(take, all.num_rows() - take);
-        let key = rows.column_by_name(column).ok_or_else(|| {
-            arrow_err(arrow::error::ArrowError::SchemaError(format!(
-                "no column {column} to sort by"
-            )))
-        })?;
+        let key = first.schema().index_of(column).map_err(arrow_err)?;
+        let keys: Vec<&dyn Array> = self
+            .pending
+            .iter()
+            .map(|b| b.column(key).as_ref())
+            .collect();
+        let take = group.min(self.pending_rows);
+        let keys = arrow::compute::concat(&keys)
+            .map_err(arrow_err)?
+            .slice(0, take);
         let order = arrow::compute::SortOptions {
             descending: false,
             nulls_first: false,
         };
-        let indices = arrow::compute::sort_to_indices(key, Some(order), None).map_err(arrow_err)?;
-        let sorted = arrow::compute::take_record_batch(&rows, &indices).map_err(arrow_err)?;
-        self.pending = if rest.num_rows() > 0 {
-            vec![rest]
-        } else {
-            Vec::new()
-        };
-        self.pending_rows = all.num_rows() - take;
-        self.write(&sorted)?;
+        let sorted =
+            arrow::compute::sort_to_indices(&keys, Some(order), None).map_err(arrow_err)?;
+        // Row `i` of the concatenation is row `i - starts[b]` of pending batch `b`.
+        let starts: Vec<usize> = self
+            .pending
+            .iter()
+            .scan(0, |at, b| {
+                let start = *at;
+                *at += b.num_rows();
+                Some(start)
+            })
+            .collect();
+        let rows: Vec<(usize, usize)> = sorted
+            .values()
+            .iter()
+            .map(|&i| {
+                let i = i as usize;
+                let b = starts.partition_point(|&s| s <= i) - 1;
+                (b, i - starts[b])
+            })
+            .collect();
+        let batches: Vec<&RecordBatch> = self.pending.iter().collect();
+        let out = arrow::compute::interleave_record_batch(&batches, &rows).map_err(arrow_err)?;
+        let mut rest = Vec::new();
+        for (b, start) in self.pending.iter().zip(&starts) {
+            let end = start + b.num_rows();
+            if end > take {
+                let skip = take.saturating_sub(*start);
+                rest.push(b.slice(skip, b.num_rows() - skip));
+            }
+        }
+        self.pending = rest;
+        self.pending_rows -= take;
+        self.write(&out)?;
         // End the row group here, so each holds one sorted run.
         self.writer.flush().map_err(|source| LakeError::Parquet {
             path: self.tmp.clone(),
