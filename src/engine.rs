@@ -13,6 +13,7 @@ use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
@@ -28,6 +29,7 @@ use crate::odata::{ODataError, ODataQuery};
 use crate::output::{Envelope, Format};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
+use crate::view_eq::ShortLiteralEquality;
 
 /// Rows per batch in queries, unless `DATAFUSION_EXECUTION_BATCH_SIZE` says otherwise.
 pub const BATCH_ROWS: usize = 32 * 1024;
@@ -111,7 +113,14 @@ impl Engine {
             // ms).
             config.options_mut().execution.parquet.enable_page_index = false;
         }
-        let ctx = SessionContext::new_with_config(config);
+        // Comparisons with short string literals are decided on whole string views
+        // (`crate::view_eq`), after DataFusion's own physical rules.
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(ShortLiteralEquality))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));
         // The local object store names files by absolute path.
         let lake = lake.absolute().map_err(|source| Error::Io {

@@ -38,6 +38,7 @@ pub mod output;
 pub mod repl;
 pub mod schema;
 pub mod snapshot;
+mod view_eq;
 
 /// Stack size of the threads [`runtime`] makes. DataFusion plans and drops SQL
 /// expressions recursively, so a `WHERE` of thousands of `OR`s needs a deep stack;

@@ -280,3 +280,33 @@ async fn a_lookup_by_name_reads_the_pages_the_page_index_names_and_finds_every_r
         );
     }
 }
+
+#[tokio::test]
+async fn comparisons_with_short_literals_answer_as_range_tests_do() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // `=` and `<>` with literals of at most 12 bytes are decided on whole views
+    // (`ShortLiteralEquality`, unit-tested in src/view_eq.rs); the same questions asked
+    // with `<` and `>` are not rewritten, and must get the same answer.
+    let equal = "SELECT snapshot, count(*) FILTER (WHERE user_id = 'user1') AS one, \
+                 count(*) FILTER (WHERE user_id <> 'user1') AS others \
+                 FROM user_machines_history WHERE user_id <> 'user4' GROUP BY 1 ORDER BY 1";
+    let ranges = "SELECT snapshot, \
+                  count(*) FILTER (WHERE NOT (user_id < 'user1' OR user_id > 'user1')) AS one, \
+                  count(*) FILTER (WHERE user_id < 'user1' OR user_id > 'user1') AS others \
+                  FROM user_machines_history WHERE user_id < 'user4' OR user_id > 'user4' \
+                  GROUP BY 1 ORDER BY 1";
+    let answer = text(&engine, equal).await;
+    assert_eq!(answer, text(&engine, ranges).await);
+    // Snapshots of 3, 5 and 2 users (user0..): user1 in each, user4 only in the second.
+    for row in ["| 1   | 2      |", "| 1   | 3      |", "| 1   | 1      |"] {
+        assert!(answer.contains(row), "{row} in\n{answer}");
+    }
+    let verbose = text(&engine, &format!("EXPLAIN VERBOSE {equal}")).await;
+    assert!(
+        verbose.contains("physical_plan after short_literal_equality"),
+        "the engine runs the rule:\n{verbose}"
+    );
+}
