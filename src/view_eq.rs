@@ -224,7 +224,7 @@ impl PhysicalOptimizerRule for ShortLiteralEquality {
                         aggregate.aggr_expr().to_vec(),
                         filters,
                         Arc::clone(aggregate.input()),
-                        aggregate.input_schema(),
+                        schema,
                     )?
                     .with_limit_options(aggregate.limit_options());
                     return Ok(Transformed::yes(

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use std::sync::Arc;
 
-use arrow::array::Array;
+use arrow::array::{Array, ArrayRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
@@ -118,21 +118,7 @@ impl OpenFile {
             return Ok(());
         };
         let key = first.schema().index_of(column).map_err(arrow_err)?;
-        let keys: Vec<&dyn Array> = self
-            .pending
-            .iter()
-            .map(|b| b.column(key).as_ref())
-            .collect();
         let take = group.min(self.pending_rows);
-        let keys = arrow::compute::concat(&keys)
-            .map_err(arrow_err)?
-            .slice(0, take);
-        let order = arrow::compute::SortOptions {
-            descending: false,
-            nulls_first: false,
-        };
-        let sorted =
-            arrow::compute::sort_to_indices(&keys, Some(order), None).map_err(arrow_err)?;
         // Row `i` of the concatenation is row `i - starts[b]` of pending batch `b`.
         let starts: Vec<usize> = self
             .pending
@@ -143,6 +129,22 @@ impl OpenFile {
                 Some(start)
             })
             .collect();
+        // Only the group's rows: one large append writes many groups, and each would
+        // otherwise copy the keys of every row still pending before sorting its own.
+        let used = starts.partition_point(|&s| s < take);
+        let keys: Vec<ArrayRef> = self.pending[..used]
+            .iter()
+            .zip(&starts)
+            .map(|(b, start)| b.column(key).slice(0, (take - start).min(b.num_rows())))
+            .collect();
+        let keys: Vec<&dyn Array> = keys.iter().map(|k| k.as_ref()).collect();
+        let keys = arrow::compute::concat(&keys).map_err(arrow_err)?;
+        let order = arrow::compute::SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        let sorted =
+            arrow::compute::sort_to_indices(&keys, Some(order), None).map_err(arrow_err)?;
         let rows: Vec<(usize, usize)> = sorted
             .values()
             .iter()
@@ -152,7 +154,7 @@ impl OpenFile {
                 (b, i - starts[b])
             })
             .collect();
-        let batches: Vec<&RecordBatch> = self.pending.iter().collect();
+        let batches: Vec<&RecordBatch> = self.pending[..used].iter().collect();
         let out = arrow::compute::interleave_record_batch(&batches, &rows).map_err(arrow_err)?;
         let mut rest = Vec::new();
         for (b, start) in self.pending.iter().zip(&starts) {

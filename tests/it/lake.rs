@@ -347,85 +347,89 @@ async fn sorted_tables_hold_each_row_group_in_order_and_lose_no_row() {
 
     let source = tempdir().expect("tempdir");
     small_lake(source.path(), 2500, 1);
-    let dir = tempdir().expect("tempdir");
-    let mut options = options(0);
-    options.tables = vec![Table::Machines, Table::IpAddresses];
-    options.row_group_rows = 1000;
-    options.target_file_bytes = 40_000;
-    let mut w = SnapshotWriter::create(dir.path(), options).expect("writer");
-    // Batches of 333 rows: row groups are cut across them, files roll in between.
-    for table in [Table::Machines, Table::IpAddresses] {
-        for f in parquet_files(source.path(), table) {
-            let file = std::fs::File::open(&f).expect("opens");
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .expect("a Parquet file")
-                .with_batch_size(333)
-                .build()
-                .expect("reader");
-            for batch in reader {
-                w.append(table, &batch.expect("reads")).expect("append");
-            }
-        }
-    }
-    w.commit().expect("commit");
-
-    for table in [Table::Machines, Table::IpAddresses] {
-        let column = table.sort_column().expect("a sorted table");
-        let files = parquet_files(dir.path(), table);
-        assert!(files.len() > 1, "{table}: files roll over ({files:?})");
-        let mut groups = 0;
-        for f in &files {
-            let open = || {
-                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).expect("opens"))
+    // Appends smaller than a row group, and appends of over two row groups.
+    for batch_rows in [333, 2200] {
+        let dir = tempdir().expect("tempdir");
+        let mut options = options(0);
+        options.tables = vec![Table::Machines, Table::IpAddresses];
+        options.row_group_rows = 1000;
+        options.target_file_bytes = 40_000;
+        let mut w = SnapshotWriter::create(dir.path(), options).expect("writer");
+        // Row groups are cut across batches, files roll in between.
+        for table in [Table::Machines, Table::IpAddresses] {
+            for f in parquet_files(source.path(), table) {
+                let file = std::fs::File::open(&f).expect("opens");
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
                     .expect("a Parquet file")
-            };
-            let meta = open().metadata().clone();
-            let index = open()
-                .parquet_schema()
-                .columns()
-                .iter()
-                .position(|c| c.name() == column)
-                .expect("the sort column is in the file");
-            for (i, rg) in meta.row_groups().iter().enumerate() {
-                groups += 1;
-                assert!(
-                    (1..=1000).contains(&rg.num_rows()),
-                    "{f}: row group {i} has {} rows",
-                    rg.num_rows()
-                );
-                assert_eq!(
-                    rg.column(index).dictionary_page_offset(),
-                    None,
-                    "{f}: {column} is plain encoded"
-                );
-                let mut values: Vec<Option<String>> = Vec::new();
-                for batch in open().with_row_groups(vec![i]).build().expect("reader") {
-                    let batch = batch.expect("reads");
-                    let col = batch.column_by_name(column).expect("column");
-                    let col = col.as_string::<i32>();
-                    values.extend(
-                        (0..col.len()).map(|r| (!col.is_null(r)).then(|| col.value(r).to_string())),
-                    );
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .expect("reader");
+                for batch in reader {
+                    w.append(table, &batch.expect("reads")).expect("append");
                 }
-                // Ascending, nulls last: (is_none, value) never decreases.
-                let key = |v: &Option<String>| (v.is_none(), v.clone());
-                let unsorted = values.windows(2).position(|w| key(&w[0]) > key(&w[1]));
-                assert_eq!(unsorted, None, "{f}: row group {i} out of order");
             }
         }
-        assert!(groups >= 3, "{table}: {groups} row groups");
-    }
+        w.commit().expect("commit");
 
-    // The same rows as the source, every column.
-    let before = Engine::open(source.path(), None).expect("opens");
-    let after = Engine::open(dir.path(), None).expect("opens");
-    for table in [Table::Machines, Table::IpAddresses] {
-        let sql = format!("SELECT * FROM {}", table.name());
-        let (a, b) = (
-            crate::sorted_lines(&before, &sql).await,
-            crate::sorted_lines(&after, &sql).await,
-        );
-        assert!(a.len() > 1000, "{table}: {} rows", a.len());
-        assert_eq!(a, b, "{table}: rows differ");
+        for table in [Table::Machines, Table::IpAddresses] {
+            let column = table.sort_column().expect("a sorted table");
+            let files = parquet_files(dir.path(), table);
+            assert!(files.len() > 1, "{table}: files roll over ({files:?})");
+            let mut groups = 0;
+            for f in &files {
+                let open = || {
+                    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).expect("opens"))
+                        .expect("a Parquet file")
+                };
+                let meta = open().metadata().clone();
+                let index = open()
+                    .parquet_schema()
+                    .columns()
+                    .iter()
+                    .position(|c| c.name() == column)
+                    .expect("the sort column is in the file");
+                for (i, rg) in meta.row_groups().iter().enumerate() {
+                    groups += 1;
+                    assert!(
+                        (1..=1000).contains(&rg.num_rows()),
+                        "{f}: row group {i} has {} rows",
+                        rg.num_rows()
+                    );
+                    assert_eq!(
+                        rg.column(index).dictionary_page_offset(),
+                        None,
+                        "{f}: {column} is plain encoded"
+                    );
+                    let mut values: Vec<Option<String>> = Vec::new();
+                    for batch in open().with_row_groups(vec![i]).build().expect("reader") {
+                        let batch = batch.expect("reads");
+                        let col = batch.column_by_name(column).expect("column");
+                        let col = col.as_string::<i32>();
+                        values.extend(
+                            (0..col.len())
+                                .map(|r| (!col.is_null(r)).then(|| col.value(r).to_string())),
+                        );
+                    }
+                    // Ascending, nulls last: (is_none, value) never decreases.
+                    let key = |v: &Option<String>| (v.is_none(), v.clone());
+                    let unsorted = values.windows(2).position(|w| key(&w[0]) > key(&w[1]));
+                    assert_eq!(unsorted, None, "{f}: row group {i} out of order");
+                }
+            }
+            assert!(groups >= 3, "{table}: {groups} row groups");
+        }
+
+        // The same rows as the source, every column.
+        let before = Engine::open(source.path(), None).expect("opens");
+        let after = Engine::open(dir.path(), None).expect("opens");
+        for table in [Table::Machines, Table::IpAddresses] {
+            let sql = format!("SELECT * FROM {}", table.name());
+            let (a, b) = (
+                crate::sorted_lines(&before, &sql).await,
+                crate::sorted_lines(&after, &sql).await,
+            );
+            assert!(a.len() > 1000, "{table}: {} rows", a.len());
+            assert_eq!(a, b, "{table}: rows differ (batches of {batch_rows})");
+        }
     }
 }
