@@ -21,6 +21,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
 use crate::error::{Error, Result};
+use crate::lag::SortedLag;
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
@@ -113,12 +114,14 @@ impl Engine {
             // ms).
             config.options_mut().execution.parquet.enable_page_index = false;
         }
-        // Comparisons with short string literals are decided on whole string views
-        // (`crate::view_eq`), after DataFusion's own physical rules.
+        // After DataFusion's own physical rules: comparisons with short string literals
+        // are decided on whole string views (`crate::view_eq`), and `lag()` over sorted
+        // input is a shifted copy (`crate::lag`).
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(ShortLiteralEquality))
+            .with_physical_optimizer_rule(Arc::new(SortedLag))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));

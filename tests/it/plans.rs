@@ -310,3 +310,36 @@ async fn comparisons_with_short_literals_answer_as_range_tests_do() {
         "the engine runs the rule:\n{verbose}"
     );
 }
+
+#[tokio::test]
+async fn lag_over_history_answers_as_a_self_join_does() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // `lag()` over input sorted by its partition keys is computed by `LagExec`
+    // (unit-tested against DataFusion's own operator in src/lag.rs); the same question
+    // asked through `row_number()` and a join must get the same answer.
+    let lagged = "SELECT user_id, snapshot, \
+                  lag(snapshot) OVER (PARTITION BY user_id ORDER BY snapshot) AS previous, \
+                  lag(machine_id, 2, 'none') OVER (PARTITION BY user_id ORDER BY snapshot) AS two_back \
+                  FROM user_machines_history ORDER BY 1, 2";
+    let joined = "WITH r AS (SELECT user_id, snapshot, machine_id, \
+                  row_number() OVER (PARTITION BY user_id ORDER BY snapshot) AS n \
+                  FROM user_machines_history) \
+                  SELECT c.user_id, c.snapshot, p.snapshot AS previous, \
+                  coalesce(q.machine_id, 'none') AS two_back \
+                  FROM r c LEFT JOIN r p ON p.user_id = c.user_id AND p.n = c.n - 1 \
+                  LEFT JOIN r q ON q.user_id = c.user_id AND q.n = c.n - 2 ORDER BY 1, 2";
+    let answer = text(&engine, lagged).await;
+    assert_eq!(answer, text(&engine, joined).await);
+    // user1 is in the snapshots taken at seconds 0, 2 and 3 (of 3, 0, 5 and 2 users).
+    for row in [
+        "| user1   | 2026-11-23T07:00:02Z | 2026-11-23T07:00:00Z | none ",
+        "| user1   | 2026-11-23T07:00:03Z | 2026-11-23T07:00:02Z | 0000000000000000000000000000000000000001 |",
+    ] {
+        assert!(answer.contains(row), "{row} in\n{answer}");
+    }
+    let plan = text(&engine, &format!("EXPLAIN {lagged}")).await;
+    assert!(plan.contains("LagExec"), "{plan}");
+}
