@@ -32,6 +32,7 @@ pub mod error;
 pub mod fleet;
 pub mod generate;
 pub mod ingest;
+mod keyed_counts;
 mod lag;
 pub mod lake;
 pub mod odata;

@@ -343,3 +343,37 @@ async fn lag_over_history_answers_as_a_self_join_does() {
     let plan = text(&engine, &format!("EXPLAIN {lagged}")).await;
     assert!(plan.contains("LagExec"), "{plan}");
 }
+
+#[tokio::test]
+async fn counts_grouped_by_snapshot_answer_as_sums_do() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // Counts grouped by the snapshot alone are counted a batch at a time
+    // (`KeyedCountExec`, src/keyed_counts.rs); the same question asked with sums
+    // keeps DataFusion's aggregate, and must get the same answer.
+    let counted = "SELECT snapshot, count(*) AS n, \
+                   count(*) FILTER (WHERE user_id = 'user1') AS one, \
+                   count(machine_id) FILTER (WHERE user_id <> 'user0') AS others \
+                   FROM user_machines_history GROUP BY snapshot ORDER BY 1";
+    let summed = "SELECT snapshot, sum(1) AS n, \
+                  sum(CASE WHEN user_id = 'user1' THEN 1 ELSE 0 END) AS one, \
+                  sum(CASE WHEN user_id <> 'user0' AND machine_id IS NOT NULL THEN 1 ELSE 0 END) \
+                  AS others FROM user_machines_history GROUP BY snapshot ORDER BY 1";
+    let answer = text(&engine, counted).await;
+    assert_eq!(answer, text(&engine, summed).await);
+    // Snapshots of 3, 0, 5 and 2 users (user0..); the empty one has no group.
+    for row in [
+        "| 2026-11-23T07:00:00Z | 3 | 1   | 2      |",
+        "| 2026-11-23T07:00:02Z | 5 | 1   | 4      |",
+        "| 2026-11-23T07:00:03Z | 2 | 1   | 1      |",
+    ] {
+        assert!(answer.contains(row), "{row} in\n{answer}");
+    }
+    assert_eq!(answer.lines().count(), 7, "three rows:\n{answer}");
+    let plan = text(&engine, &format!("EXPLAIN {counted}")).await;
+    assert!(plan.contains("KeyedCountExec"), "{plan}");
+    let plan = text(&engine, &format!("EXPLAIN {summed}")).await;
+    assert!(!plan.contains("KeyedCountExec"), "{plan}");
+}
