@@ -21,7 +21,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
 use crate::error::{Error, Result};
-use crate::keyed_counts::CountsByPartitionValue;
+use crate::keyed_counts::GroupedCounts;
 use crate::lag::SortedLag;
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
@@ -116,14 +116,14 @@ impl Engine {
             config.options_mut().execution.parquet.enable_page_index = false;
         }
         // After DataFusion's own physical rules: comparisons with short string literals
-        // are decided on whole string views (`crate::view_eq`), counts grouped by a
-        // partition value are counted a batch at a time (`crate::keyed_counts`), and
+        // are decided on whole string views (`crate::view_eq`), counts grouped by
+        // partition values and strings are counted a batch at a time (`crate::keyed_counts`), and
         // `lag()` over sorted input is a shifted copy (`crate::lag`).
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(ShortLiteralEquality))
-            .with_physical_optimizer_rule(Arc::new(CountsByPartitionValue))
+            .with_physical_optimizer_rule(Arc::new(GroupedCounts))
             .with_physical_optimizer_rule(Arc::new(SortedLag))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -1,32 +1,39 @@
-//! Counts grouped by a partition value, counted a batch at a time.
+//! Counts grouped by partition values and short strings, counted a batch at a time.
 //!
 //! A history trend (`count(*)`, `count(*) FILTER (WHERE health_status = 'Active')`, ...
 //! `GROUP BY snapshot`) groups by `snapshot`, which the scan sets per file: every batch
-//! it reads holds one value. DataFusion's partial aggregate still hashes the key of
-//! every row and adds each row to its group's counts; over 3.1 M rows that was a third of
-//! the daily trend's CPU (docs/benchmarks.md, the fifth round). With one key a batch, a
-//! count is the number of set bits in the rows the `FILTER` keeps and the argument is not
-//! null.
+//! it reads holds one value. DataFusion's partial aggregate still hashes the key of every
+//! row and adds each row to its group's counts; over 3.1 M rows that was a third of the
+//! daily trend's CPU. Counts per status or per device group group by strings the files
+//! hold dictionary-encoded, which arrive as `Utf8View` arrays whose equal values mostly
+//! share one 16-byte view: DataFusion compares and hashes the strings row by row, 27-75 ns
+//! a row (docs/benchmarks.md, the fifth round).
 //!
-//! [`CountsByPartitionValue`] swaps a partial `AggregateExec` for [`KeyedCountExec`] when
-//! it reads straight from a file scan, groups by one of the scan's partition columns
-//! alone, and computes nothing but `count` (not `DISTINCT`, no `ORDER BY`). A batch whose
-//! key is not constant after all is counted run by run of equal keys.
+//! [`KeyedCountExec`] numbers each batch's distinct keys first (a constant column has
+//! one; a `Utf8View` column is numbered by its views, then each distinct view by its
+//! string), so rows only look up small integers; a count is the number of set bits in the
+//! rows its `FILTER` keeps and its argument is not null. [`GroupedCounts`] puts it in
+//! place of a partial `AggregateExec` that computes nothing but `count` (not `DISTINCT`,
+//! no `ORDER BY`), grouped by one to four columns, each a `Utf8View` or `BinaryView`
+//! column or a partition column of the file scan straight below. A partition column that
+//! is not constant in a batch after all is numbered row by row.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, Scalar};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryViewBuilder, Int64Array, RecordBatch, Scalar, StringViewBuilder,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::eq;
-use arrow::compute::kernels::partition::partition;
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
@@ -35,12 +42,14 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, InputOrderMode,
-    PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, EmptyRecordBatchStream, ExecutionPlan,
+    InputDistributionRequirements, InputOrderMode, PlanProperties, SendableRecordBatchStream,
 };
 use datafusion::scalar::ScalarValue;
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 /// One `count(arg) FILTER (WHERE filter)`.
 #[derive(Debug, Clone)]
@@ -83,21 +92,24 @@ impl Count {
     }
 }
 
-/// A partial `AggregateExec` of [`Count`]s grouped by a file scan's partition column: one
-/// row per key, the counts as the partial aggregate's state (`Int64`). Plans show it as
-/// `KeyedCountExec` with the aggregate's grouping and expressions.
+/// A partial `AggregateExec` of [`Count`]s grouped by [`Key`] columns: one row per
+/// group, the keys then the counts as the partial aggregate's state (`Int64`). Plans show
+/// it as `KeyedCountExec` with the aggregate's grouping and expressions.
 #[derive(Debug)]
 pub(crate) struct KeyedCountExec {
     /// The aggregate this replaces: its schema, properties and requirements are this one's.
     planned: Arc<AggregateExec>,
-    key: Arc<dyn PhysicalExpr>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
     counts: Vec<Count>,
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// The most grouping columns: a group's codes are packed into one `u128`.
+const MAX_KEYS: usize = 4;
+
 impl KeyedCountExec {
-    /// `Some` when `aggregate` is a partial aggregate of plain counts, straight over a
-    /// file scan, grouped by one of the scan's partition columns and nothing else.
+    /// `Some` when `aggregate` is a partial aggregate of plain counts grouped by string
+    /// view columns and partition columns of the file scan straight below.
     fn of(aggregate: &AggregateExec) -> Option<KeyedCountExec> {
         if *aggregate.mode() != AggregateMode::Partial
             || aggregate.limit_options().is_some()
@@ -106,21 +118,27 @@ impl KeyedCountExec {
         {
             return None;
         }
-        let [(key, _)] = aggregate.group_expr().expr() else {
+        let group = aggregate.group_expr().expr();
+        if group.is_empty() || group.len() > MAX_KEYS {
             return None;
-        };
-        let column = key.downcast_ref::<Column>()?;
-        let scan = aggregate.input().downcast_ref::<DataSourceExec>()?;
-        let files = scan.data_source().downcast_ref::<FileScanConfig>()?;
+        }
         let input = aggregate.input().schema();
-        let field = input.fields().get(column.index())?;
-        if field.name() != column.name()
-            || !files
-                .table_partition_cols()
-                .iter()
-                .any(|p| p.name() == column.name())
-        {
-            return None;
+        let partition_columns = aggregate
+            .input()
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>())
+            .map(|files| files.table_partition_cols().clone())
+            .unwrap_or_default();
+        let mut keys = Vec::with_capacity(group.len());
+        for (key, _) in group {
+            let column = key.downcast_ref::<Column>()?;
+            let field = input.fields().get(column.index())?;
+            let by_views = matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView);
+            let partition = partition_columns.iter().any(|p| p.name() == column.name());
+            if field.name() != column.name() || !(by_views || partition) {
+                return None;
+            }
+            keys.push((Arc::clone(key), field.data_type().clone()));
         }
         let mut counts = Vec::with_capacity(aggregate.aggr_expr().len());
         for (a, filter) in aggregate.aggr_expr().iter().zip(aggregate.filter_expr()) {
@@ -133,20 +151,24 @@ impl KeyedCountExec {
                 filter: filter.clone(),
             });
         }
-        // The output: the key, then each count's state, one `Int64`.
+        // The output: the keys, then each count's state, one `Int64`.
         let output = aggregate.schema();
-        let states = output.fields().iter().skip(1);
-        if output.fields().len() != 1 + counts.len()
-            || output.field(0).data_type() != field.data_type()
-            || states
-                .into_iter()
+        let fields = output.fields();
+        if fields.len() != keys.len() + counts.len()
+            || fields
+                .iter()
+                .zip(&keys)
+                .any(|(f, (_, t))| f.data_type() != t)
+            || fields
+                .iter()
+                .skip(keys.len())
                 .any(|f| f.data_type() != &DataType::Int64)
         {
             return None;
         }
         Some(KeyedCountExec {
             planned: Arc::new(aggregate.clone()),
-            key: Arc::clone(key),
+            keys: keys.into_iter().map(|(k, _)| k).collect(),
             counts,
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -158,11 +180,12 @@ impl DisplayAs for KeyedCountExec {
         if matches!(t, DisplayFormatType::TreeRender) {
             return self.planned.fmt_as(t, f);
         }
+        let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
         let names: Vec<&str> = self.planned.aggr_expr().iter().map(|a| a.name()).collect();
         write!(
             f,
             "KeyedCountExec: gby=[{}], aggr=[{}]",
-            self.key,
+            keys.join(", "),
             names.join(", ")
         )
     }
@@ -214,30 +237,18 @@ impl ExecutionPlan for KeyedCountExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let input = self.planned.input().execute(partition, context)?;
+        let input = self
+            .planned
+            .input()
+            .execute(partition, Arc::clone(&context))?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let mut tally = Tally {
-            schema: self.schema(),
-            key: Arc::clone(&self.key),
-            counts: self.counts.clone(),
-            index: HashMap::new(),
-            groups: Vec::new(),
-        };
-        let stream = futures::stream::once(async move {
-            let mut input = input;
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                let _timer = baseline.elapsed_compute().timer();
-                tally.add(&batch)?;
-            }
-            let _timer = baseline.elapsed_compute().timer();
-            let out = tally.finish()?;
-            baseline.record_output(out.num_rows());
-            Ok(out)
-        });
+        let tally = Tally::new(self.schema(), self.keys.clone(), self.counts.clone());
+        let planned = Arc::clone(&self.planned);
+        let counted =
+            futures::stream::once(count(input, tally, planned, context, baseline)).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
-            stream,
+            counted,
         )))
     }
 
@@ -246,66 +257,496 @@ impl ExecutionPlan for KeyedCountExec {
     }
 }
 
-/// One partition's counts so far, per key in the order first seen.
-struct Tally {
-    schema: SchemaRef,
-    key: Arc<dyn PhysicalExpr>,
-    counts: Vec<Count>,
-    index: HashMap<ScalarValue, usize>,
-    groups: Vec<(ScalarValue, Vec<i64>)>,
+/// The partial aggregate's output for `input`: `tally`'s counts, or, from the first batch
+/// with many groups on, those so far and then `planned`'s own over the rest.
+async fn count(
+    mut input: SendableRecordBatchStream,
+    mut tally: Tally,
+    planned: Arc<AggregateExec>,
+    context: Arc<TaskContext>,
+    baseline: BaselineMetrics,
+) -> DfResult<BoxStream<'static, DfResult<RecordBatch>>> {
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        let timer = baseline.elapsed_compute().timer();
+        if tally.add(&batch)? {
+            continue;
+        }
+        // The final step adds up a group's rows from both.
+        let out = tally.finish()?;
+        timer.done();
+        baseline.record_output(out.num_rows());
+        let rest = RecordBatchStreamAdapter::new(
+            input.schema(),
+            futures::stream::iter([Ok(batch)]).chain(input),
+        );
+        let rest = hand_over(&planned, Box::pin(rest), context)?;
+        return Ok(futures::stream::iter([Ok(out)]).chain(rest).boxed());
+    }
+    let _timer = baseline.elapsed_compute().timer();
+    let out = tally.finish()?;
+    baseline.record_output(out.num_rows());
+    Ok(futures::stream::iter([Ok(out)]).boxed())
 }
 
-impl Tally {
-    fn add(&mut self, batch: &RecordBatch) -> DfResult<()> {
-        let rows = batch.num_rows();
-        if rows == 0 {
-            return Ok(());
+/// `planned`, the partial aggregate, run over `rest` instead of its input.
+fn hand_over(
+    planned: &AggregateExec,
+    rest: SendableRecordBatchStream,
+    context: Arc<TaskContext>,
+) -> DfResult<SendableRecordBatchStream> {
+    let schema = rest.schema();
+    let source = StreamingTableExec::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Remaining(
+            Mutex::new(Some(rest)),
+            Arc::clone(&schema),
+        ))],
+        None,
+        [],
+        false,
+        None,
+    )?;
+    let aggregate = AggregateExec::try_new(
+        *planned.mode(),
+        planned.group_expr().clone(),
+        planned.aggr_expr().to_vec(),
+        planned.filter_expr().to_vec(),
+        Arc::new(source),
+        planned.input_schema(),
+    )?;
+    aggregate.execute(0, context)
+}
+
+/// The rest of a partition's input, read once.
+struct Remaining(Mutex<Option<SendableRecordBatchStream>>, SchemaRef);
+
+impl fmt::Debug for Remaining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Remaining")
+    }
+}
+
+impl PartitionStream for Remaining {
+    fn schema(&self) -> &SchemaRef {
+        &self.1
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.0.lock().ok().and_then(|mut s| s.take());
+        taken.unwrap_or_else(|| Box::pin(EmptyRecordBatchStream::new(Arc::clone(&self.1))))
+    }
+}
+
+/// One grouping column's values so far, each with a code, numbered from 0 as first seen.
+/// String and binary values are kept as bytes, and built into an array at the end.
+struct Codes {
+    /// The column's type.
+    data_type: DataType,
+    bytes: HashMap<Box<[u8]>, u32, RandomState>,
+    scalars: HashMap<ScalarValue, u32, RandomState>,
+}
+
+impl Codes {
+    fn new(data_type: DataType) -> Codes {
+        Codes {
+            data_type,
+            bytes: HashMap::with_hasher(RandomState::default()),
+            scalars: HashMap::with_hasher(RandomState::default()),
         }
-        let keys = self.key.evaluate(batch)?.into_array(rows)?;
-        let taken = self
-            .counts
-            .iter()
-            .map(|c| c.rows(batch))
-            .collect::<DfResult<Vec<_>>>()?;
-        let runs = if constant(&keys)? {
-            std::iter::once(0..rows).collect()
-        } else {
-            partition(std::slice::from_ref(&keys))?.ranges()
+    }
+
+    fn next_code(&self) -> DfResult<u32> {
+        u32::try_from(self.bytes.len() + self.scalars.len())
+            .map_err(|_| DataFusionError::Execution("more than 2^32 groups".to_string()))
+    }
+
+    fn scalar(&mut self, value: ScalarValue) -> DfResult<u32> {
+        if let Some(&c) = self.scalars.get(&value) {
+            return Ok(c);
+        }
+        let c = self.next_code()?;
+        self.scalars.insert(value, c);
+        Ok(c)
+    }
+
+    /// The code of a string or binary value, `None` for null (coded as the typed null).
+    fn bytes(&mut self, value: Option<&[u8]>) -> DfResult<u32> {
+        let Some(value) = value else {
+            let null = ScalarValue::try_from(&self.data_type)?;
+            return self.scalar(null);
         };
-        for run in runs {
-            let key = ScalarValue::try_from_array(&keys, run.start)?;
-            let group = match self.index.get(&key) {
-                Some(&g) => g,
-                None => {
-                    self.groups.push((key.clone(), vec![0; self.counts.len()]));
-                    self.index.insert(key, self.groups.len() - 1);
-                    self.groups.len() - 1
+        if let Some(&c) = self.bytes.get(value) {
+            return Ok(c);
+        }
+        let c = self.next_code()?;
+        self.bytes.insert(value.into(), c);
+        Ok(c)
+    }
+
+    /// The values of `codes`, as an array of the column's type.
+    fn array(&self, codes: impl Iterator<Item = u32>) -> DfResult<ArrayRef> {
+        enum Value<'a> {
+            Bytes(&'a [u8]),
+            Scalar(&'a ScalarValue),
+        }
+        let mut by_code: Vec<Option<Value>> = Vec::new();
+        by_code.resize_with(self.bytes.len() + self.scalars.len(), || None);
+        for (b, &c) in &self.bytes {
+            by_code[c as usize] = Some(Value::Bytes(b));
+        }
+        for (v, &c) in &self.scalars {
+            by_code[c as usize] = Some(Value::Scalar(v));
+        }
+        let values = codes.map(|c| by_code.get(c as usize).and_then(Option::as_ref));
+        match self.data_type {
+            DataType::Utf8View => {
+                let mut b = StringViewBuilder::new();
+                for v in values {
+                    match v {
+                        Some(Value::Bytes(bytes)) => {
+                            b.append_value(std::str::from_utf8(bytes).map_err(|e| {
+                                DataFusionError::Execution(format!("a grouping key: {e}"))
+                            })?)
+                        }
+                        _ => b.append_null(),
+                    }
                 }
-            };
-            let tallies = &mut self.groups[group].1;
-            for (tally, taken) in tallies.iter_mut().zip(&taken) {
-                let n = match taken {
-                    None => run.len(),
-                    Some(bits) => bits.slice(run.start, run.len()).count_set_bits(),
-                };
-                // `n` is at most a batch's rows.
-                *tally += n as i64;
+                Ok(Arc::new(b.finish()))
+            }
+            DataType::BinaryView => {
+                let mut b = BinaryViewBuilder::new();
+                for v in values {
+                    match v {
+                        Some(Value::Bytes(bytes)) => b.append_value(bytes),
+                        _ => b.append_null(),
+                    }
+                }
+                Ok(Arc::new(b.finish()))
+            }
+            _ => {
+                let scalars = values
+                    .map(|v| match v {
+                        Some(Value::Scalar(s)) => Ok((*s).clone()),
+                        _ => ScalarValue::try_from(&self.data_type),
+                    })
+                    .collect::<DfResult<Vec<_>>>()?;
+                if scalars.is_empty() {
+                    return Ok(arrow::array::new_empty_array(&self.data_type));
+                }
+                ScalarValue::iter_to_array(scalars)
             }
         }
-        Ok(())
+    }
+}
+
+/// One batch's numbering of a grouping column: each row's local number, and each local
+/// number's code.
+struct Local {
+    /// `None` when every row has local number 0.
+    rows: Option<Vec<u32>>,
+    codes: Vec<u32>,
+}
+
+/// Numbers the rows of `keys` (a grouping column of one batch) by distinct value; `None`
+/// when the column is neither string views nor constant, or holds more than `limit`
+/// distinct views.
+fn number(keys: &ArrayRef, codes: &mut Codes, limit: usize) -> DfResult<Option<Local>> {
+    if let Some(views) = byte_views(keys) {
+        return number_views(keys, views, codes, limit);
+    }
+    if !constant(keys)? {
+        return Ok(None);
+    }
+    let code = codes.scalar(ScalarValue::try_from_array(keys, 0)?)?;
+    Ok(Some(Local {
+        rows: None,
+        codes: vec![code],
+    }))
+}
+
+/// The views of a `Utf8View` or `BinaryView` array.
+fn byte_views(keys: &ArrayRef) -> Option<&[u128]> {
+    if let Some(s) = keys.as_string_view_opt() {
+        return Some(s.views());
+    }
+    keys.as_binary_view_opt().map(|b| &b.views()[..])
+}
+
+/// [`number`] for string and binary views: rows with one view (one value) share a local
+/// number without reading their bytes; each distinct view is then coded by its value,
+/// so equal values behind different views get one code.
+fn number_views(
+    keys: &ArrayRef,
+    views: &[u128],
+    codes: &mut Codes,
+    limit: usize,
+) -> DfResult<Option<Local>> {
+    let mut table = ViewTable::with_capacity(64);
+    let mut local = Vec::with_capacity(views.len());
+    let mut firsts: Vec<usize> = Vec::new();
+    let nulls = keys.logical_nulls();
+    let mut null_number = None;
+    for (r, &view) in views.iter().enumerate() {
+        if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+            let n = *null_number.get_or_insert_with(|| {
+                firsts.push(r);
+                firsts.len() as u32 - 1
+            });
+            local.push(n);
+            continue;
+        }
+        local.push(table.number(view, || {
+            firsts.push(r);
+            firsts.len() as u32 - 1
+        }));
+        if firsts.len() > limit {
+            return Ok(None);
+        }
+    }
+    let value = |r: usize| -> Option<&[u8]> {
+        if keys.is_null(r) {
+            return None;
+        }
+        match keys.as_string_view_opt() {
+            Some(s) => Some(s.value(r).as_bytes()),
+            None => keys.as_binary_view_opt().map(|b| b.value(r)),
+        }
+    };
+    let local_codes = firsts
+        .iter()
+        .map(|&r| codes.bytes(value(r)))
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(Some(Local {
+        rows: Some(local),
+        codes: local_codes,
+    }))
+}
+
+/// Open addressing from a view to its local number.
+struct ViewTable {
+    /// `(view, number + 1)`; a number of 0 marks a free slot.
+    slots: Vec<(u128, u32)>,
+    len: usize,
+}
+
+impl ViewTable {
+    fn with_capacity(n: usize) -> ViewTable {
+        ViewTable {
+            slots: vec![(0, 0); n.next_power_of_two().max(16)],
+            len: 0,
+        }
+    }
+
+    fn slot(&self, view: u128) -> usize {
+        // Fold the view to 64 bits, then Fibonacci hashing into the table.
+        let folded = (view as u64) ^ ((view >> 64) as u64).rotate_left(29);
+        let hash = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (hash >> (64 - self.slots.len().trailing_zeros())) as usize
+    }
+
+    /// `view`'s number, `next()` when it is new.
+    fn number(&mut self, view: u128, next: impl FnOnce() -> u32) -> u32 {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.slot(view);
+        loop {
+            let (v, n) = self.slots[at];
+            if n == 0 {
+                let number = next();
+                self.slots[at] = (view, number + 1);
+                self.len += 1;
+                return number;
+            }
+            if v == view {
+                return n - 1;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let bigger = vec![(0, 0); self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, bigger);
+        let mask = self.slots.len() - 1;
+        for (v, n) in old.into_iter().filter(|&(_, n)| n != 0) {
+            let mut at = self.slot(v);
+            while self.slots[at].1 != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = (v, n);
+        }
+    }
+}
+
+/// One partition's counts so far, per group in the order first seen.
+struct Tally {
+    schema: SchemaRef,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    counts: Vec<Count>,
+    /// Per grouping column, its values' codes.
+    codes: Vec<Codes>,
+    /// A group's codes, packed 32 bits a column, to its group number (with one
+    /// grouping column, `by_code` instead).
+    groups: HashMap<u128, u32, RandomState>,
+    /// With one grouping column, each code's group number (`u32::MAX`: none yet).
+    by_code: Vec<u32>,
+    /// Per group, its codes, one a grouping column.
+    group_codes: Vec<u32>,
+    /// Per group, its counts, `counts.len()` a group.
+    tallies: Vec<i64>,
+}
+
+/// A batch is counted here when its keys' combinations number at most one per this many
+/// rows (of at least [`MIN_ROWS`]): grouping by a few statuses, not by machine ids.
+const ROWS_PER_GROUP: usize = 16;
+const MIN_ROWS: usize = 8192;
+
+impl Tally {
+    fn new(schema: SchemaRef, keys: Vec<Arc<dyn PhysicalExpr>>, counts: Vec<Count>) -> Tally {
+        let codes = (0..keys.len())
+            .map(|k| Codes::new(schema.field(k).data_type().clone()))
+            .collect();
+        Tally {
+            schema,
+            keys,
+            counts,
+            codes,
+            groups: HashMap::with_hasher(RandomState::default()),
+            by_code: Vec::new(),
+            group_codes: Vec::new(),
+            tallies: Vec::new(),
+        }
+    }
+
+    /// The group number of these codes, a new group when they are new.
+    fn group(&mut self, codes: &[u32]) -> u32 {
+        let next = (self.group_codes.len() / codes.len().max(1)) as u32;
+        if let [code] = codes {
+            let at = *code as usize;
+            if at >= self.by_code.len() {
+                self.by_code.resize(at + 1, u32::MAX);
+            }
+            if self.by_code[at] != u32::MAX {
+                return self.by_code[at];
+            }
+            self.by_code[at] = next;
+        } else {
+            let packed = codes.iter().fold(0_u128, |p, &c| (p << 32) | u128::from(c));
+            match self.groups.entry(packed) {
+                std::collections::hash_map::Entry::Occupied(e) => return *e.get(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(next);
+                }
+            }
+        }
+        self.group_codes.extend_from_slice(codes);
+        self.tallies
+            .extend(std::iter::repeat_n(0, self.counts.len()));
+        next
+    }
+
+    /// Counts `batch`; `false`, counting nothing, when its keys are not few (more than
+    /// one combination of them per [`ROWS_PER_GROUP`] rows) or a partition column's
+    /// value changes within it: DataFusion's aggregate counts those faster.
+    fn add(&mut self, batch: &RecordBatch) -> DfResult<bool> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(true);
+        }
+        // No column may have more distinct values than the batch may have groups.
+        let limit = rows.max(MIN_ROWS) / ROWS_PER_GROUP;
+        let mut locals = Vec::with_capacity(self.keys.len());
+        for (key, codes) in self.keys.iter().zip(&mut self.codes) {
+            let keys = key.evaluate(batch)?.into_array(rows)?;
+            match number(&keys, codes, limit)? {
+                Some(local) => locals.push(local),
+                None => return Ok(false),
+            }
+        }
+        let combinations = locals
+            .iter()
+            .try_fold(1_usize, |n, l| n.checked_mul(l.codes.len()));
+        if combinations.is_none_or(|n| n > limit) {
+            return Ok(false);
+        }
+        let width = self.counts.len();
+        if locals.iter().all(|l| l.codes.len() == 1) {
+            // One group in the whole batch: each count is a number of set bits.
+            let codes: Vec<u32> = locals.iter().map(|l| l.codes[0]).collect();
+            let g = self.group(&codes) as usize;
+            for (i, count) in self.counts.iter().enumerate() {
+                let n = count
+                    .rows(batch)?
+                    .map_or(rows, |taken| taken.count_set_bits());
+                // `n` is at most a batch's rows.
+                self.tallies[g * width + i] += n as i64;
+            }
+            return Ok(true);
+        }
+        // Each row's group number.
+        // Each row's group number: its local numbers in mixed radix, then one lookup
+        // per combination seen (at most one per `ROWS_PER_GROUP` rows).
+        let combinations = combinations.unwrap_or(1);
+        let mut combined = vec![0_u32; rows];
+        let mut radix = 1_u32;
+        for local in &locals {
+            if let Some(numbers) = &local.rows {
+                for (c, &n) in combined.iter_mut().zip(numbers) {
+                    *c += n * radix;
+                }
+            }
+            radix *= local.codes.len() as u32;
+        }
+        let mut dense = vec![u32::MAX; combinations];
+        let mut group_of = vec![0_u32; rows];
+        let mut codes = vec![0_u32; locals.len()];
+        for (g, &c) in group_of.iter_mut().zip(&combined) {
+            let mut found = dense[c as usize];
+            if found == u32::MAX {
+                let mut rest = c;
+                for (code, local) in codes.iter_mut().zip(&locals) {
+                    let width = local.codes.len() as u32;
+                    *code = local.codes[(rest % width) as usize];
+                    rest /= width;
+                }
+                found = self.group(&codes);
+                dense[c as usize] = found;
+            }
+            *g = found;
+        }
+        for (i, count) in self.counts.iter().enumerate() {
+            match count.rows(batch)? {
+                None => {
+                    for &g in &group_of {
+                        self.tallies[g as usize * width + i] += 1;
+                    }
+                }
+                Some(taken) => {
+                    for r in taken.set_indices() {
+                        self.tallies[group_of[r] as usize * width + i] += 1;
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn finish(&mut self) -> DfResult<RecordBatch> {
-        let groups = std::mem::take(&mut self.groups);
-        let key_type = self.schema.field(0).data_type().clone();
-        let keys: ArrayRef = if groups.is_empty() {
-            arrow::array::new_empty_array(&key_type)
-        } else {
-            ScalarValue::iter_to_array(groups.iter().map(|(k, _)| k.clone()))?
-        };
-        let mut columns = vec![keys];
-        for i in 0..self.counts.len() {
-            let counts: Int64Array = groups.iter().map(|(_, c)| Some(c[i])).collect();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let keys = self.codes.len();
+        let groups = self.group_codes.len() / keys;
+        for (k, codes) in self.codes.iter().enumerate() {
+            let of_column = self.group_codes.iter().skip(k).step_by(keys).copied();
+            columns.push(codes.array(of_column)?);
+        }
+        let width = self.counts.len();
+        for i in 0..width {
+            let counts: Int64Array = (0..groups)
+                .map(|g| Some(self.tallies[g * width + i]))
+                .collect();
             columns.push(Arc::new(counts));
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -328,9 +769,9 @@ fn constant(keys: &ArrayRef) -> DfResult<bool> {
 /// Puts [`KeyedCountExec`] in place of partial aggregates where it applies; runs after
 /// DataFusion's own physical rules and `ShortLiteralEquality`, whose `FILTER`s it keeps.
 #[derive(Debug, Default)]
-pub(crate) struct CountsByPartitionValue;
+pub(crate) struct GroupedCounts;
 
-impl PhysicalOptimizerRule for CountsByPartitionValue {
+impl PhysicalOptimizerRule for GroupedCounts {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
@@ -351,7 +792,7 @@ impl PhysicalOptimizerRule for CountsByPartitionValue {
     }
 
     fn name(&self) -> &str {
-        "counts_by_partition_value"
+        "grouped_counts"
     }
 
     fn schema_check(&self) -> bool {
@@ -362,24 +803,19 @@ impl PhysicalOptimizerRule for CountsByPartitionValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::BooleanArray;
+    use arrow::array::{BooleanArray, StringViewArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::physical_expr::expressions::{col, lit};
 
-    #[test]
-    fn tally_counts_constant_batches_and_runs_of_keys_alike() {
-        let input = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("v", DataType::Int64, true),
-            Field::new("f", DataType::Boolean, true),
-        ]));
-        let output = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("all", DataType::Int64, false),
-            Field::new("v", DataType::Int64, false),
-            Field::new("v_where_f", DataType::Int64, false),
-        ]));
-        let column = |name| col(name, &input).expect("column");
+    /// Counts `batches` (key columns `k0`.., then `v` and `f`) through [`Tally`] and row
+    /// by row, and compares the two: every group, in the order first seen.
+    fn check(batches: &[RecordBatch], keys: usize) {
+        let input = batches[0].schema();
+        let column = |name: &str| col(name, &input).expect("column");
+        let mut fields: Vec<Field> = (0..keys).map(|k| input.field(k).clone()).collect();
+        for name in ["all", "v", "v_where_f"] {
+            fields.push(Field::new(name, DataType::Int64, false));
+        }
         let counts = vec![
             Count {
                 arg: lit(1_i64),
@@ -394,83 +830,235 @@ mod tests {
                 filter: Some(column("f")),
             },
         ];
-        let mut tally = Tally {
-            schema: output,
-            key: column("k"),
-            counts,
-            index: HashMap::new(),
-            groups: Vec::new(),
-        };
-        // One key a batch, then runs of keys (7 seen again, nulls), then only nulls, then
-        // no rows.
-        type Rows = (Vec<Option<i64>>, Vec<Option<i64>>, Vec<Option<bool>>);
-        let batches: [Rows; 4] = [
-            (
-                vec![Some(7); 4],
-                vec![Some(1), None, Some(3), Some(4)],
-                vec![Some(true), Some(true), None, Some(false)],
-            ),
-            (
-                vec![Some(1), Some(1), Some(7), None, None, Some(1)],
-                vec![Some(1), Some(2), None, Some(4), None, Some(6)],
-                vec![
-                    Some(true),
-                    None,
-                    Some(true),
-                    Some(true),
-                    Some(true),
-                    Some(true),
-                ],
-            ),
-            (
-                vec![None; 3],
-                vec![Some(1); 3],
-                vec![Some(false), Some(true), None],
-            ),
-            (vec![], vec![], vec![]),
-        ];
-        let mut expected: Vec<(Option<i64>, [i64; 3])> = Vec::new();
-        for (k, v, f) in batches {
-            for i in 0..k.len() {
-                let at = match expected.iter().position(|(key, _)| *key == k[i]) {
+        let key_exprs = (0..keys).map(|k| column(&format!("k{k}"))).collect();
+        let mut tally = Tally::new(Arc::new(Schema::new(fields)), key_exprs, counts);
+        let mut expected: Vec<(Vec<ScalarValue>, [i64; 3])> = Vec::new();
+        for batch in batches {
+            assert!(tally.add(batch).expect("counts"), "few groups: counted");
+            let (v, f) = (batch.column(keys), batch.column(keys + 1).as_boolean());
+            for r in 0..batch.num_rows() {
+                let key: Vec<ScalarValue> = (0..keys)
+                    .map(|k| ScalarValue::try_from_array(batch.column(k), r).expect("value"))
+                    .collect();
+                let at = match expected.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,
                     None => {
-                        expected.push((k[i], [0; 3]));
+                        expected.push((key, [0; 3]));
                         expected.len() - 1
                     }
                 };
                 let c = &mut expected[at].1;
                 c[0] += 1;
-                c[1] += i64::from(v[i].is_some());
-                c[2] += i64::from(v[i].is_some() && f[i] == Some(true));
+                c[1] += i64::from(v.is_valid(r));
+                c[2] += i64::from(v.is_valid(r) && f.is_valid(r) && f.value(r));
             }
-            let batch = RecordBatch::try_new(
-                Arc::clone(&input),
-                vec![
-                    Arc::new(Int64Array::from(k)),
-                    Arc::new(Int64Array::from(v)),
-                    Arc::new(BooleanArray::from(f)),
-                ],
-            )
-            .expect("batch");
-            tally.add(&batch).expect("counts");
         }
         let out = tally.finish().expect("finishes");
-        let got: Vec<(Option<i64>, [i64; 3])> = (0..out.num_rows())
+        let got: Vec<(Vec<ScalarValue>, [i64; 3])> = (0..out.num_rows())
             .map(|r| {
-                let key = out.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let key = (0..keys)
+                    .map(|k| ScalarValue::try_from_array(out.column(k), r).expect("value"))
+                    .collect();
                 let count = |c: usize| {
-                    out.column(c)
+                    out.column(keys + c)
                         .as_primitive::<arrow::datatypes::Int64Type>()
                         .value(r)
                 };
-                (
-                    key.is_valid(r).then(|| key.value(r)),
-                    [count(1), count(2), count(3)],
-                )
+                (key, [count(0), count(1), count(2)])
             })
             .collect();
         assert_eq!(got, expected);
-        assert_eq!(expected.len(), 3, "keys 7, 1 and null");
+    }
+
+    fn batch(keys: Vec<ArrayRef>, v: Vec<Option<i64>>, f: Vec<Option<bool>>) -> RecordBatch {
+        let mut fields: Vec<Field> = keys
+            .iter()
+            .enumerate()
+            .map(|(k, a)| Field::new(format!("k{k}"), a.data_type().clone(), true))
+            .collect();
+        fields.push(Field::new("v", DataType::Int64, true));
+        fields.push(Field::new("f", DataType::Boolean, true));
+        let mut columns = keys;
+        columns.push(Arc::new(Int64Array::from(v)));
+        columns.push(Arc::new(BooleanArray::from(f)));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch")
+    }
+
+    #[test]
+    fn constant_keys_count_alike() {
+        let ints = |k: Vec<Option<i64>>| -> ArrayRef { Arc::new(Int64Array::from(k)) };
+        // One key a batch (7 again later, null), then no rows.
+        let batches = [
+            batch(
+                vec![ints(vec![Some(7); 4])],
+                vec![Some(1), None, Some(3), Some(4)],
+                vec![Some(true), Some(true), None, Some(false)],
+            ),
+            batch(
+                vec![ints(vec![None; 3])],
+                vec![Some(1); 3],
+                vec![Some(false), Some(true), None],
+            ),
+            batch(
+                vec![ints(vec![Some(7); 2])],
+                vec![None, Some(2)],
+                vec![Some(true); 2],
+            ),
+            batch(vec![ints(vec![])], vec![], vec![]),
+        ];
+        check(&batches, 1);
+    }
+
+    /// `n` values drawn from `values` by `take`, as the Parquet reader's dictionary
+    /// decoding gives them: equal values share a view.
+    fn drawn(values: &[Option<&str>], n: usize, seed: usize) -> ArrayRef {
+        let values = StringViewArray::from(values.to_vec());
+        let indices = arrow::array::UInt32Array::from_iter_values(
+            (0..n).map(|i| ((i * 7 + seed) % values.len()) as u32),
+        );
+        arrow::compute::take(&values, &indices, None).expect("take")
+    }
+
+    #[test]
+    fn string_keys_count_alike_whatever_their_views() {
+        let statuses = [
+            Some("Active"),
+            Some("Inactive"),
+            Some("ImpairedCommunication"),
+            Some(""),
+            None,
+            Some("NoSensorData"),
+        ];
+        let levels = [Some("High"), Some("Informational"), None, Some("Low")];
+        let flags = |n: usize| (0..n).map(|i| (i % 5 != 0).then_some(i % 3 == 0)).collect();
+        let values = |n: usize| (0..n).map(|i| (i % 4 != 0).then_some(i as i64)).collect();
+        // Equal long values behind different views: each batch draws from its own
+        // arrays, and one column is sliced out of a longer one.
+        let longer = drawn(&statuses, 300, 3);
+        let batches = [
+            batch(
+                vec![drawn(&statuses, 200, 0), drawn(&levels, 200, 1)],
+                values(200),
+                flags(200),
+            ),
+            batch(
+                vec![longer.slice(50, 100), drawn(&levels, 100, 2)],
+                values(100),
+                flags(100),
+            ),
+        ];
+        check(&batches, 2);
+        // Binary views, each value its own view.
+        let binary: ArrayRef = Arc::new(arrow::array::BinaryViewArray::from(
+            (0..90)
+                .map(|i| (i % 7 != 0).then_some(&b"binary value, longer than twelve"[..i % 4 * 5]))
+                .collect::<Vec<_>>(),
+        ));
+        check(&[batch(vec![binary], values(90), flags(90))], 1);
+        // A string key beside a constant one.
+        let batches = [batch(
+            vec![
+                Arc::new(Int64Array::from(vec![Some(5); 120])),
+                drawn(&levels, 120, 4),
+            ],
+            values(120),
+            flags(120),
+        )];
+        check(&batches, 2);
+    }
+
+    #[test]
+    fn many_groups_and_changing_partition_values_are_not_counted() {
+        let input = Arc::new(Schema::new(vec![Field::new(
+            "k0",
+            DataType::Utf8View,
+            true,
+        )]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k0", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let counts = vec![Count {
+            arg: lit(1_i64),
+            filter: None,
+        }];
+        let mut tally = Tally::new(output, vec![col("k0", &input).expect("k0")], counts);
+        // 8,192 rows of 513 ids: more than one per 16 rows; of 512, few enough.
+        let ids = |distinct: usize| -> RecordBatch {
+            let values: Vec<String> = (0..distinct).map(|i| format!("{i:040x}")).collect();
+            let values: Vec<Option<&str>> = values.iter().map(|v| Some(v.as_str())).collect();
+            let ids = drawn(&values, 8192, 0);
+            RecordBatch::try_new(Arc::clone(&input), vec![ids]).expect("batch")
+        };
+        assert!(!tally.add(&ids(513)).expect("numbers"));
+        assert_eq!(tally.finish().expect("finishes").num_rows(), 0);
+        assert!(tally.add(&ids(512)).expect("numbers"));
+        assert_eq!(tally.finish().expect("finishes").num_rows(), 512);
+
+        let input = Arc::new(Schema::new(vec![Field::new("k0", DataType::Int64, true)]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k0", DataType::Int64, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let counts = vec![Count {
+            arg: lit(1_i64),
+            filter: None,
+        }];
+        let mut tally = Tally::new(output, vec![col("k0", &input).expect("k0")], counts);
+        let changing: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2]));
+        let batch = RecordBatch::try_new(input, vec![changing]).expect("batch");
+        assert!(!tally.add(&batch).expect("numbers"));
+        assert_eq!(tally.finish().expect("finishes").num_rows(), 0);
+    }
+
+    /// `sql`'s rows over a table of two partitions, the first `[few, many, few]` groups
+    /// in its batches, the second `[few]`; and whether the plan holds a `KeyedCountExec`.
+    async fn run(sql: &str, with_rule: bool) -> (String, bool) {
+        use datafusion::datasource::MemTable;
+        use datafusion::execution::SessionStateBuilder;
+        use datafusion::physical_plan::displayable;
+        use datafusion::prelude::{SessionConfig, SessionContext};
+
+        let levels = [Some("High"), Some("Informational"), None, Some("Low")];
+        let ids: Vec<String> = (0..9000).map(|i| format!("{i:040x}")).collect();
+        let ids: Vec<Option<&str>> = ids.iter().map(|v| Some(v.as_str())).collect();
+        let values = |n: usize| (0..n).map(|i| (i % 4 != 0).then_some(i as i64)).collect();
+        let flags = |n: usize| (0..n).map(|i| (i % 5 != 0).then_some(i % 3 == 0)).collect();
+        let few = |seed| batch(vec![drawn(&levels, 9000, seed)], values(9000), flags(9000));
+        let many = batch(vec![drawn(&ids, 9000, 1)], values(9000), flags(9000));
+        let schema = many.schema();
+        let table = MemTable::try_new(schema, vec![vec![few(0), many, few(2)], vec![few(3)]])
+            .expect("table");
+        let mut state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(2))
+            .with_default_features();
+        if with_rule {
+            state = state.with_physical_optimizer_rule(Arc::new(GroupedCounts));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_table("t", Arc::new(table)).expect("registers");
+        let df = ctx.sql(sql).await.expect("plans");
+        let plan = df
+            .clone()
+            .create_physical_plan()
+            .await
+            .expect("physical plan");
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let batches = df.collect().await.expect("runs");
+        let text = arrow::util::pretty::pretty_format_batches(&batches).expect("formats");
+        (text.to_string(), shown.contains("KeyedCountExec"))
+    }
+
+    #[tokio::test]
+    async fn a_partition_with_many_groups_is_handed_to_datafusion_midway() {
+        let sql = "SELECT k0, count(*) AS n, count(v) FILTER (WHERE f) AS m FROM t \
+                   GROUP BY k0 ORDER BY n DESC, k0 NULLS FIRST LIMIT 8";
+        let (planned, plain) = run(sql, false).await;
+        let (counted, keyed) = run(sql, true).await;
+        assert!(!plain && keyed, "KeyedCountExec only with the rule");
+        assert_eq!(planned, counted);
+        // 9,000 rows of 3 levels and null, three batches of them: 6,750 a level.
+        let high = counted.lines().find(|l| l.starts_with("| High "));
+        assert!(high.is_some_and(|l| l.contains("| 6750 |")), "{counted}");
     }
 }

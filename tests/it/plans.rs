@@ -345,14 +345,14 @@ async fn lag_over_history_answers_as_a_self_join_does() {
 }
 
 #[tokio::test]
-async fn counts_grouped_by_snapshot_answer_as_sums_do() {
+async fn grouped_counts_answer_as_sums_do() {
     let dir = tempdir().expect("tempdir");
     lake(dir.path());
     let engine = Engine::open(dir.path(), None).expect("opens");
 
-    // Counts grouped by the snapshot alone are counted a batch at a time
-    // (`KeyedCountExec`, src/keyed_counts.rs); the same question asked with sums
-    // keeps DataFusion's aggregate, and must get the same answer.
+    // Counts grouped by the snapshot or by strings are counted a batch at a time
+    // (`KeyedCountExec`, src/keyed_counts.rs); the same question asked with sums keeps
+    // DataFusion's aggregate, and must get the same answer.
     let counted = "SELECT snapshot, count(*) AS n, \
                    count(*) FILTER (WHERE user_id = 'user1') AS one, \
                    count(machine_id) FILTER (WHERE user_id <> 'user0') AS others \
@@ -376,4 +376,15 @@ async fn counts_grouped_by_snapshot_answer_as_sums_do() {
     assert!(plan.contains("KeyedCountExec"), "{plan}");
     let plan = text(&engine, &format!("EXPLAIN {summed}")).await;
     assert!(!plan.contains("KeyedCountExec"), "{plan}");
+
+    // Grouped by a string column and the snapshot.
+    let counted = "SELECT user_id, snapshot, count(*) AS n FROM user_machines_history \
+                   GROUP BY 1, 2 ORDER BY 1, 2";
+    let summed = "SELECT user_id, snapshot, sum(1) AS n FROM user_machines_history \
+                  GROUP BY 1, 2 ORDER BY 1, 2";
+    let answer = text(&engine, counted).await;
+    assert_eq!(answer, text(&engine, summed).await);
+    assert_eq!(answer.lines().count(), 4 + 10, "ten rows:\n{answer}");
+    let plan = text(&engine, &format!("EXPLAIN {counted}")).await;
+    assert!(plan.contains("KeyedCountExec"), "{plan}");
 }
