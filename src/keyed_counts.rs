@@ -1,4 +1,4 @@
-//! Counts grouped by partition values and short strings, counted a batch at a time.
+//! Counts grouped by partition values and by strings of a few values, a batch at a time.
 //!
 //! A history trend (`count(*)`, `count(*) FILTER (WHERE health_status = 'Active')`, ...
 //! `GROUP BY snapshot`) groups by `snapshot`, which the scan sets per file: every batch
@@ -6,17 +6,18 @@
 //! row and adds each row to its group's counts; over 3.1 M rows that was a third of the
 //! daily trend's CPU. Counts per status or per device group group by strings the files
 //! hold dictionary-encoded, which arrive as `Utf8View` arrays whose equal values mostly
-//! share one 16-byte view: DataFusion compares and hashes the strings row by row, 27-75 ns
-//! a row (docs/benchmarks.md, the fifth round).
+//! share one 16-byte view: DataFusion compares and hashes the strings row by row, 42-75 ns
+//! a row for two columns (docs/benchmarks.md, the fifth round).
 //!
 //! [`KeyedCountExec`] numbers each batch's distinct keys first (a constant column has
-//! one; a `Utf8View` column is numbered by its views, then each distinct view by its
-//! string), so rows only look up small integers; a count is the number of set bits in the
-//! rows its `FILTER` keeps and its argument is not null. [`GroupedCounts`] puts it in
-//! place of a partial `AggregateExec` that computes nothing but `count` (not `DISTINCT`,
-//! no `ORDER BY`), grouped by one to four columns, each a `Utf8View` or `BinaryView`
-//! column or a partition column of the file scan straight below. A partition column that
-//! is not constant in a batch after all is numbered row by row.
+//! one; a string column is numbered by its views, then each distinct view coded by its
+//! bytes), so rows only look up small integers, and a batch of one group adds up set bits.
+//! [`GroupedCounts`] puts it in place of a partial `AggregateExec` that computes nothing
+//! but `count` (not `DISTINCT`, no `ORDER BY`), grouped by one to four columns, each a
+//! `Utf8View` or `BinaryView` column or a partition column of the file scan straight below.
+//! A batch with more than one group per [`ROWS_PER_GROUP`] rows (grouping by machine ids),
+//! or whose partition column changes within it, goes with the rest of its partition to
+//! DataFusion's own partial aggregate, after the groups counted so far.
 
 use std::collections::HashMap;
 use std::fmt;
