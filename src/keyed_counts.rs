@@ -30,7 +30,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::RandomState;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
@@ -51,6 +51,8 @@ use datafusion::physical_plan::{
 use datafusion::scalar::ScalarValue;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+
+use crate::stand_in::{stand_in, stand_in_everywhere};
 
 /// One `count(arg) FILTER (WHERE filter)`.
 #[derive(Debug, Clone)]
@@ -222,15 +224,7 @@ impl ExecutionPlan for KeyedCountExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let planned = Arc::clone(&self.planned).with_new_children(children)?;
-        Ok(
-            match planned
-                .downcast_ref::<AggregateExec>()
-                .and_then(KeyedCountExec::of)
-            {
-                Some(counts) => Arc::new(counts),
-                None => planned,
-            },
-        )
+        Ok(stand_in(planned, KeyedCountExec::of).data)
     }
 
     fn execute(
@@ -778,18 +772,7 @@ impl PhysicalOptimizerRule for GroupedCounts {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(
-                match node
-                    .downcast_ref::<AggregateExec>()
-                    .and_then(KeyedCountExec::of)
-                {
-                    Some(counts) => Transformed::yes(Arc::new(counts) as Arc<dyn ExecutionPlan>),
-                    None => Transformed::no(node),
-                },
-            )
-        })
-        .map(|t| t.data)
+        stand_in_everywhere(plan, KeyedCountExec::of)
     }
 
     fn name(&self) -> &str {

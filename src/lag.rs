@@ -23,7 +23,7 @@ use arrow::compute::kernels::zip::zip;
 use arrow::compute::{and, concat};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
@@ -39,6 +39,8 @@ use datafusion::physical_plan::{
 };
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
+
+use crate::stand_in::{stand_in, stand_in_everywhere};
 
 /// The largest offset [`LagExec`] takes: it carries that many rows from batch to batch.
 const MAX_OFFSET: usize = 4096;
@@ -218,15 +220,7 @@ impl ExecutionPlan for LagExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let planned = Arc::clone(&self.planned).with_new_children(children)?;
-        Ok(
-            match planned
-                .downcast_ref::<BoundedWindowAggExec>()
-                .and_then(LagExec::of)
-            {
-                Some(lag) => Arc::new(lag),
-                None => planned,
-            },
-        )
+        Ok(stand_in(planned, LagExec::of).data)
     }
 
     fn execute(
@@ -427,18 +421,7 @@ impl PhysicalOptimizerRule for SortedLag {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            Ok(
-                match node
-                    .downcast_ref::<BoundedWindowAggExec>()
-                    .and_then(LagExec::of)
-                {
-                    Some(lag) => Transformed::yes(Arc::new(lag) as Arc<dyn ExecutionPlan>),
-                    None => Transformed::no(node),
-                },
-            )
-        })
-        .map(|t| t.data)
+        stand_in_everywhere(plan, LagExec::of)
     }
 
     fn name(&self) -> &str {

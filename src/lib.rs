@@ -40,6 +40,7 @@ pub mod output;
 pub mod repl;
 pub mod schema;
 pub mod snapshot;
+mod stand_in;
 mod view_eq;
 
 /// Stack size of the threads [`runtime`] makes. DataFusion plans and drops SQL
