@@ -96,8 +96,8 @@ impl Count {
     }
 }
 
-/// A partial `AggregateExec` of [`Count`]s grouped by [`Key`] columns: one row per
-/// group, the keys then the counts as the partial aggregate's state (`Int64`). Plans show
+/// A partial `AggregateExec` of [`Count`]s grouped by string-view and partition columns:
+/// one row per group, the keys then the counts as the partial aggregate's state (`Int64`). Plans show
 /// it as `KeyedCountExec` with the aggregate's grouping and expressions.
 #[derive(Debug)]
 pub(crate) struct KeyedCountExec {
@@ -448,8 +448,12 @@ struct Local {
 /// when the column is neither string views nor constant, or holds more than `limit`
 /// distinct views.
 fn number(keys: &ArrayRef, codes: &mut Codes, limit: usize) -> DfResult<Option<Local>> {
-    if let Some(views) = byte_views(keys) {
-        return number_views(keys, views, codes, limit);
+    if let Some(strings) = keys.as_string_view_opt() {
+        let bytes = |r| strings.value(r).as_bytes();
+        return number_views(keys, strings.views(), bytes, codes, limit);
+    }
+    if let Some(binary) = keys.as_binary_view_opt() {
+        return number_views(keys, binary.views(), |r| binary.value(r), codes, limit);
     }
     if !constant(keys)? {
         return Ok(None);
@@ -461,20 +465,13 @@ fn number(keys: &ArrayRef, codes: &mut Codes, limit: usize) -> DfResult<Option<L
     }))
 }
 
-/// The views of a `Utf8View` or `BinaryView` array.
-fn byte_views(keys: &ArrayRef) -> Option<&[u128]> {
-    if let Some(s) = keys.as_string_view_opt() {
-        return Some(s.views());
-    }
-    keys.as_binary_view_opt().map(|b| &b.views()[..])
-}
-
-/// [`number`] for string and binary views: rows with one view (one value) share a local
-/// number without reading their bytes; each distinct view is then coded by its value,
-/// so equal values behind different views get one code.
-fn number_views(
+/// [`number`] for string and binary views, `bytes(r)` reading row `r`'s value: rows with
+/// one view (one value) share a local number without reading their bytes; each distinct
+/// view is then coded by its value, so equal values behind different views get one code.
+fn number_views<'a>(
     keys: &ArrayRef,
     views: &[u128],
+    bytes: impl Fn(usize) -> &'a [u8],
     codes: &mut Codes,
     limit: usize,
 ) -> DfResult<Option<Local>> {
@@ -500,18 +497,9 @@ fn number_views(
             return Ok(None);
         }
     }
-    let value = |r: usize| -> Option<&[u8]> {
-        if keys.is_null(r) {
-            return None;
-        }
-        match keys.as_string_view_opt() {
-            Some(s) => Some(s.value(r).as_bytes()),
-            None => keys.as_binary_view_opt().map(|b| b.value(r)),
-        }
-    };
     let local_codes = firsts
         .iter()
-        .map(|&r| codes.bytes(value(r)))
+        .map(|&r| codes.bytes((!keys.is_null(r)).then(|| bytes(r))))
         .collect::<DfResult<Vec<_>>>()?;
     Ok(Some(Local {
         rows: Some(local),
@@ -577,18 +565,15 @@ impl ViewTable {
     }
 }
 
-/// One partition's counts so far, per group in the order first seen.
+/// One partition's counts so far, per group.
 struct Tally {
     schema: SchemaRef,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     counts: Vec<Count>,
     /// Per grouping column, its values' codes.
     codes: Vec<Codes>,
-    /// A group's codes, packed 32 bits a column, to its group number (with one
-    /// grouping column, `by_code` instead).
+    /// A group's codes, packed 32 bits a column, to its group number.
     groups: HashMap<u128, u32, RandomState>,
-    /// With one grouping column, each code's group number (`u32::MAX`: none yet).
-    by_code: Vec<u32>,
     /// Per group, its codes, one a grouping column.
     group_codes: Vec<u32>,
     /// Per group, its counts, `counts.len()` a group.
@@ -611,7 +596,6 @@ impl Tally {
             counts,
             codes,
             groups: HashMap::with_hasher(RandomState::default()),
-            by_code: Vec::new(),
             group_codes: Vec::new(),
             tallies: Vec::new(),
         }
@@ -620,28 +604,17 @@ impl Tally {
     /// The group number of these codes, a new group when they are new.
     fn group(&mut self, codes: &[u32]) -> u32 {
         let next = (self.group_codes.len() / codes.len().max(1)) as u32;
-        if let [code] = codes {
-            let at = *code as usize;
-            if at >= self.by_code.len() {
-                self.by_code.resize(at + 1, u32::MAX);
-            }
-            if self.by_code[at] != u32::MAX {
-                return self.by_code[at];
-            }
-            self.by_code[at] = next;
-        } else {
-            let packed = codes.iter().fold(0_u128, |p, &c| (p << 32) | u128::from(c));
-            match self.groups.entry(packed) {
-                std::collections::hash_map::Entry::Occupied(e) => return *e.get(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(next);
-                }
+        let packed = codes.iter().fold(0_u128, |p, &c| (p << 32) | u128::from(c));
+        match self.groups.entry(packed) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(next);
+                self.group_codes.extend_from_slice(codes);
+                self.tallies
+                    .extend(std::iter::repeat_n(0, self.counts.len()));
+                next
             }
         }
-        self.group_codes.extend_from_slice(codes);
-        self.tallies
-            .extend(std::iter::repeat_n(0, self.counts.len()));
-        next
     }
 
     /// Counts `batch`; `false`, counting nothing, when its keys are not few (more than

@@ -318,7 +318,7 @@ impl Shifter {
             let start = depth - k;
             let mut same = head_seen.slice(start, top);
             let mut shifted: Vec<ArrayRef> = vec![head_values.slice(start, top)];
-            for (head_key, _) in head_keys.iter().zip(&keys) {
+            for head_key in &head_keys {
                 let here = head_key.slice(depth, top);
                 let up = head_key.slice(start, top);
                 same = and(&same, &not_distinct(&here, &up)?)?;
