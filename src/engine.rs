@@ -22,7 +22,7 @@ use datafusion::prelude::SessionConfig;
 use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
 use crate::error::{Error, Result};
 use crate::keyed_counts::GroupedCounts;
-use crate::lag::SortedLag;
+use crate::lag::{SortedLag, UnorderedLag};
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
@@ -125,6 +125,7 @@ impl Engine {
             .with_physical_optimizer_rule(Arc::new(ShortLiteralEquality))
             .with_physical_optimizer_rule(Arc::new(GroupedCounts))
             .with_physical_optimizer_rule(Arc::new(SortedLag))
+            .with_physical_optimizer_rule(Arc::new(UnorderedLag))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));

@@ -318,7 +318,7 @@ async fn lag_over_history_answers_as_a_self_join_does() {
     let engine = Engine::open(dir.path(), None).expect("opens");
 
     // `lag()` over input sorted by its partition keys is computed by `LagExec`
-    // (unit-tested against DataFusion's own operator in src/lag.rs); the same question
+    // (unit-tested against DataFusion's own operator in src/lag/mod.rs); the same question
     // asked through `row_number()` and a join must get the same answer.
     let lagged = "SELECT user_id, snapshot, \
                   lag(snapshot) OVER (PARTITION BY user_id ORDER BY snapshot) AS previous, \
@@ -340,8 +340,45 @@ async fn lag_over_history_answers_as_a_self_join_does() {
     ] {
         assert!(answer.contains(row), "{row} in\n{answer}");
     }
+    // Its rows come out in the window's order, which the query asks for: sorted first.
     let plan = text(&engine, &format!("EXPLAIN {lagged}")).await;
-    assert!(plan.contains("LagExec"), "{plan}");
+    assert!(operators(&plan).contains(&"LagExec"), "{plan}");
+
+    // Counted, the rows' order does not matter: grouped by `user_id` instead of sorted
+    // (`GroupedLagExec`, src/lag/grouped.rs).
+    let changes = "SELECT count(later) AS followed, \
+                   count(*) FILTER (WHERE later - snapshot = INTERVAL '1 second') AS next_second \
+                   FROM (SELECT snapshot, lag(snapshot) OVER \
+                   (PARTITION BY user_id ORDER BY snapshot DESC) AS later \
+                   FROM user_machines_history) s";
+    let joined = "WITH r AS (SELECT user_id, snapshot, \
+                  row_number() OVER (PARTITION BY user_id ORDER BY snapshot DESC) AS n \
+                  FROM user_machines_history) \
+                  SELECT count(*) AS followed, count(*) FILTER \
+                  (WHERE p.snapshot - c.snapshot = INTERVAL '1 second') AS next_second \
+                  FROM r c JOIN r p ON p.user_id = c.user_id AND p.n = c.n - 1";
+    let answer = text(&engine, changes).await;
+    assert_eq!(answer, text(&engine, joined).await);
+    // user0 and user1 at seconds 0, 2, 3; user2 at 0 and 2; user3 and user4 at 2.
+    assert!(answer.contains("| 5        | 2           |"), "{answer}");
+    let plan = text(&engine, &format!("EXPLAIN {changes}")).await;
+    let operators = operators(&plan);
+    assert!(operators.contains(&"GroupedLagExec"), "{plan}");
+    assert!(!operators.contains(&"SortExec"), "{plan}");
+}
+
+/// The operators an `EXPLAIN`'s physical plan names, top down.
+fn operators(plan: &str) -> Vec<&str> {
+    plan.lines()
+        .skip_while(|l| !l.contains("physical_plan"))
+        .filter_map(|l| {
+            let l = l
+                .trim_start_matches(['|', ' '])
+                .trim_start_matches("physical_plan");
+            let name = l.trim_start_matches(['|', ' ']).split(':').next()?;
+            name.ends_with("Exec").then_some(name)
+        })
+        .collect()
 }
 
 #[tokio::test]

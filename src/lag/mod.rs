@@ -42,6 +42,10 @@ use futures::StreamExt;
 
 use crate::stand_in::{stand_in, stand_in_everywhere};
 
+mod grouped;
+
+pub(crate) use grouped::UnorderedLag;
+
 /// The largest offset [`LagExec`] takes: it carries that many rows from batch to batch.
 const MAX_OFFSET: usize = 4096;
 
@@ -446,7 +450,7 @@ mod tests {
     /// 300 rows in runs of uneven length, over three batches per partition of uneven
     /// size: partition keys `g` (strings, some null) and `h` (some null), order `t`
     /// (unique), values `v` (strings, long and short, some null) and `n`.
-    fn table() -> MemTable {
+    pub(super) fn table() -> MemTable {
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Utf8View, true),
             Field::new("h", DataType::Int32, true),
@@ -468,6 +472,8 @@ mod tests {
             let r = next();
             g.push(match r % 5 {
                 0 => None,
+                // Empty, as a null partition key is not.
+                4 => Some(String::new()),
                 k => Some(format!("machine-{k}-with-a-name-longer-than-twelve")),
             });
             h.push((r % 7 != 0).then_some((r % 3) as i32));
