@@ -117,8 +117,9 @@ impl Engine {
         }
         // After DataFusion's own physical rules: comparisons with short string literals
         // are decided on whole string views (`crate::view_eq`), counts grouped by
-        // partition values and strings are counted a batch at a time (`crate::keyed_counts`), and
-        // `lag()` over sorted input is a shifted copy (`crate::lag`).
+        // partition values and strings are counted a batch at a time (`crate::keyed_counts`),
+        // `lag()` over sorted input is a shifted copy (`crate::lag`), and where nothing
+        // above a `lag()` depends on row order its rows are grouped instead of sorted.
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
