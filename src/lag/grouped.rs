@@ -43,7 +43,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Lag, LagExec};
+use super::{Lag, LagExec, show};
 use crate::keyed_counts::KeyedCountExec;
 use crate::stand_in::stand_in;
 
@@ -147,17 +147,7 @@ fn orderable(t: &DataType) -> bool {
 
 impl DisplayAs for GroupedLagExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        if matches!(t, DisplayFormatType::TreeRender) {
-            return self.lag.planned.fmt_as(t, f);
-        }
-        let names: Vec<&str> = self
-            .lag
-            .planned
-            .window_expr()
-            .iter()
-            .map(|e| e.name())
-            .collect();
-        write!(f, "GroupedLagExec: wdw=[{}]", names.join(", "))
+        show("GroupedLagExec", &self.lag.planned, t, f)
     }
 }
 

@@ -171,17 +171,23 @@ impl LagExec {
 
 impl DisplayAs for LagExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        if matches!(t, DisplayFormatType::TreeRender) {
-            return self.planned.fmt_as(t, f);
-        }
-        let names: Vec<&str> = self
-            .planned
-            .window_expr()
-            .iter()
-            .map(|e| e.name())
-            .collect();
-        write!(f, "LagExec: wdw=[{}]", names.join(", "))
+        show("LagExec", &self.planned, t, f)
     }
+}
+
+/// An operator standing in for `window`, shown under its own `name` with the window
+/// expressions DataFusion planned (as `window` itself in the tree rendering).
+fn show(
+    name: &str,
+    window: &BoundedWindowAggExec,
+    t: DisplayFormatType,
+    f: &mut fmt::Formatter,
+) -> fmt::Result {
+    if matches!(t, DisplayFormatType::TreeRender) {
+        return window.fmt_as(t, f);
+    }
+    let names: Vec<&str> = window.window_expr().iter().map(|e| e.name()).collect();
+    write!(f, "{name}: wdw=[{}]", names.join(", "))
 }
 
 impl ExecutionPlan for LagExec {
