@@ -518,42 +518,19 @@ fn ignores_input_order(node: &dyn ExecutionPlan, order_free: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::execution::SessionStateBuilder;
-    use datafusion::physical_plan::displayable;
-    use datafusion::prelude::{SessionConfig, SessionContext};
-
     use super::super::SortedLag;
-    use super::super::tests::table;
+    use super::super::tests::run_with;
     use super::*;
 
     /// The rows `sql` answers, and its physical plan; with `rules`, mdesnap's two `lag`
     /// rules, else DataFusion's operators alone.
     async fn run(sql: &str, rules: bool) -> (String, String) {
-        // Three partitions, batches of 5 rows: groups spread over many batches.
-        let config = SessionConfig::new()
-            .with_target_partitions(3)
-            .with_batch_size(5);
-        let mut state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features();
-        if rules {
-            state = state
-                .with_physical_optimizer_rule(Arc::new(SortedLag))
-                .with_physical_optimizer_rule(Arc::new(UnorderedLag));
-        }
-        let ctx = SessionContext::new_with_state(state.build());
-        ctx.register_table("t", Arc::new(table()))
-            .expect("registers");
-        let df = ctx.sql(sql).await.expect("plans");
-        let plan = df
-            .clone()
-            .create_physical_plan()
-            .await
-            .expect("physical plan");
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        let batches = df.collect().await.expect("runs");
-        let text = arrow::util::pretty::pretty_format_batches(&batches).expect("formats");
-        (text.to_string(), shown)
+        let rules: &[Arc<dyn PhysicalOptimizerRule + Send + Sync>] = if rules {
+            &[Arc::new(SortedLag), Arc::new(UnorderedLag)]
+        } else {
+            &[]
+        };
+        run_with(sql, rules).await
     }
 
     #[tokio::test]

@@ -456,7 +456,7 @@ mod tests {
     /// 300 rows in runs of uneven length, over three batches per partition of uneven
     /// size: partition keys `g` (strings, some null) and `h` (some null), order `t`
     /// (unique), values `v` (strings, long and short, some null) and `n`.
-    pub(super) fn table() -> MemTable {
+    fn table() -> MemTable {
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Utf8View, true),
             Field::new("h", DataType::Int32, true),
@@ -559,18 +559,33 @@ mod tests {
         }
     }
 
-    /// The rows `sql` answers, and whether its plan holds a [`LagExec`].
+    /// The rows `sql` answers over [`table`], and whether its plan holds a [`LagExec`].
     async fn run(sql: &str, with_rule: bool) -> (String, bool) {
-        // Batches of 5 rows out of the sort: offsets beyond a batch, partitions across
-        // batches.
+        let rules: &[Arc<dyn PhysicalOptimizerRule + Send + Sync>] = if with_rule {
+            &[Arc::new(SortedLag)]
+        } else {
+            &[]
+        };
+        let (text, plan) = run_with(sql, rules).await;
+        (text, plan.contains("LagExec"))
+    }
+
+    /// The rows `sql` answers over [`table`], and its physical plan, with `rules` after
+    /// DataFusion's own.
+    pub(super) async fn run_with(
+        sql: &str,
+        rules: &[Arc<dyn PhysicalOptimizerRule + Send + Sync>],
+    ) -> (String, String) {
+        // Three partitions, batches of 5 rows out of the sort: offsets beyond a batch,
+        // partitions across batches.
         let config = SessionConfig::new()
             .with_target_partitions(3)
             .with_batch_size(5);
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
-        if with_rule {
-            state = state.with_physical_optimizer_rule(Arc::new(SortedLag));
+        for rule in rules {
+            state = state.with_physical_optimizer_rule(Arc::clone(rule));
         }
         let ctx = SessionContext::new_with_state(state.build());
         ctx.register_table("t", Arc::new(table()))
@@ -584,7 +599,7 @@ mod tests {
         let shown = displayable(plan.as_ref()).indent(true).to_string();
         let batches = df.collect().await.expect("runs");
         let text = arrow::util::pretty::pretty_format_batches(&batches).expect("formats");
-        (text.to_string(), shown.contains("LagExec"))
+        (text.to_string(), shown)
     }
 
     #[tokio::test]
