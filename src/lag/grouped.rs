@@ -37,6 +37,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, InputOrderMode,
     PlanProperties, SendableRecordBatchStream, replace_children_if_necessary,
@@ -55,8 +56,9 @@ const NO_ROW: u32 = u32::MAX;
 /// Plans show it as `GroupedLagExec` with the window expressions DataFusion planned.
 #[derive(Debug)]
 pub(crate) struct GroupedLagExec {
-    /// The operator this replaces, over the sort it makes unnecessary.
-    lag: Arc<LagExec>,
+    /// The window operator `LagExec` stood in for, over the sort this makes unnecessary:
+    /// its input distribution, expressions and display are this one's.
+    planned: Arc<BoundedWindowAggExec>,
     /// The sort's input.
     input: Arc<dyn ExecutionPlan>,
     spec: Arc<Spec>,
@@ -109,12 +111,7 @@ impl GroupedLagExec {
             Boundedness::Bounded,
         );
         Some(GroupedLagExec {
-            lag: Arc::new(LagExec {
-                planned: Arc::clone(&lag.planned),
-                partition_by: lag.partition_by.clone(),
-                lags: lag.lags.clone(),
-                metrics: ExecutionPlanMetricsSet::new(),
-            }),
+            planned: Arc::clone(&lag.planned),
             input,
             spec: Arc::new(Spec {
                 schema,
@@ -147,7 +144,7 @@ fn orderable(t: &DataType) -> bool {
 
 impl DisplayAs for GroupedLagExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        show("GroupedLagExec", &self.lag.planned, t, f)
+        show("GroupedLagExec", &self.planned, t, f)
     }
 }
 
@@ -161,7 +158,7 @@ impl ExecutionPlan for GroupedLagExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        self.lag.planned.input_distribution_requirements()
+        self.planned.input_distribution_requirements()
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -176,7 +173,7 @@ impl ExecutionPlan for GroupedLagExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        self.lag.planned.apply_expressions(f)
+        self.planned.apply_expressions(f)
     }
 
     #[allow(deprecated)]
@@ -186,8 +183,8 @@ impl ExecutionPlan for GroupedLagExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // The sort and the window again over the new input; this operator again where
         // it still applies (what is above it has not changed).
-        let sort = Arc::clone(self.lag.planned.input()).with_new_children(children)?;
-        let window = Arc::clone(&self.lag.planned).with_new_children(vec![sort])?;
+        let sort = Arc::clone(self.planned.input()).with_new_children(children)?;
+        let window = Arc::clone(&self.planned).with_new_children(vec![sort])?;
         let lagged = stand_in(window, LagExec::of).data;
         Ok(stand_in(lagged, GroupedLagExec::of).data)
     }
