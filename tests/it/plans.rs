@@ -382,13 +382,71 @@ fn operators(plan: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn distinct_counts_answer_as_distinct_rows_do() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // Distinct counts straight over the scan are kept by `KeyedCountExec`
+    // (src/keyed_counts/distinct.rs): strings in one table for every group, the snapshot
+    // once a batch. Counting the distinct rows instead keeps DataFusion's aggregates.
+    let keyed = |plan: &str| {
+        plan.lines()
+            .any(|l| l.contains("KeyedCountExec") && l.contains("count(DISTINCT"))
+    };
+    let counted = "SELECT snapshot, count(DISTINCT user_id) AS users, \
+                   count(DISTINCT machine_id) AS machines FROM user_machines_history \
+                   GROUP BY snapshot ORDER BY 1";
+    let rows = "SELECT u.snapshot, u.users, m.machines FROM \
+                (SELECT snapshot, sum(1) AS users FROM \
+                 (SELECT DISTINCT snapshot, user_id FROM user_machines_history) GROUP BY 1) u \
+                JOIN (SELECT snapshot, sum(1) AS machines FROM \
+                 (SELECT DISTINCT snapshot, machine_id FROM user_machines_history) GROUP BY 1) m \
+                ON m.snapshot = u.snapshot ORDER BY 1";
+    let answer = text(&engine, counted).await;
+    assert_eq!(answer, text(&engine, rows).await);
+    // Snapshots of 3, 0, 5 and 2 users, each with their own machine.
+    assert!(
+        answer.contains("| 2026-11-23T07:00:02Z | 5     | 5        |"),
+        "{answer}"
+    );
+    assert_eq!(answer.lines().count(), 7, "three rows:\n{answer}");
+    let plan = text(&engine, &format!("EXPLAIN {counted}")).await;
+    assert!(keyed(&plan), "{plan}");
+    assert!(!keyed(&text(&engine, &format!("EXPLAIN {rows}")).await));
+
+    // The snapshots each user is in (with a second distinct count: DataFusion plans a
+    // single one as a grouping of distinct rows itself).
+    let counted = "SELECT user_id, count(DISTINCT snapshot) AS snapshots, \
+                   count(DISTINCT machine_id) AS machines \
+                   FROM user_machines_history GROUP BY 1 ORDER BY 1";
+    let rows = "SELECT s.user_id, s.snapshots, m.machines FROM \
+                (SELECT user_id, sum(1) AS snapshots FROM \
+                 (SELECT DISTINCT user_id, snapshot FROM user_machines_history) GROUP BY 1) s \
+                JOIN (SELECT user_id, sum(1) AS machines FROM \
+                 (SELECT DISTINCT user_id, machine_id FROM user_machines_history) GROUP BY 1) m \
+                ON m.user_id = s.user_id ORDER BY 1";
+    let answer = text(&engine, counted).await;
+    assert_eq!(answer, text(&engine, rows).await);
+    for row in [
+        "| user0   | 3         | 1        |",
+        "| user2   | 2         | 1        |",
+        "| user4   | 1         | 1        |",
+    ] {
+        assert!(answer.contains(row), "{row} in\n{answer}");
+    }
+    let plan = text(&engine, &format!("EXPLAIN {counted}")).await;
+    assert!(keyed(&plan), "{plan}");
+}
+
+#[tokio::test]
 async fn grouped_counts_answer_as_sums_do() {
     let dir = tempdir().expect("tempdir");
     lake(dir.path());
     let engine = Engine::open(dir.path(), None).expect("opens");
 
     // Counts grouped by the snapshot or by strings are counted a batch at a time
-    // (`KeyedCountExec`, src/keyed_counts.rs); the same question asked with sums keeps
+    // (`KeyedCountExec`, src/keyed_counts/mod.rs); the same question asked with sums keeps
     // DataFusion's aggregate, and must get the same answer.
     let counted = "SELECT snapshot, count(*) AS n, \
                    count(*) FILTER (WHERE user_id = 'user1') AS one, \
