@@ -115,9 +115,17 @@ impl Table {
     /// look machines up by, the address a prefix search scans. Other tables keep the
     /// order they were appended in.
     pub fn sort_column(self) -> Option<&'static str> {
+        self.sort_columns().map(|columns| columns[0])
+    }
+
+    /// [`Table::sort_column`], then the machine id where it ties: names and addresses
+    /// that several machines share come out in one order in every snapshot, so the
+    /// same input makes the same files and each snapshot lists its machines in the
+    /// order of the one before (which `count(DISTINCT id)` over the history uses).
+    pub fn sort_columns(self) -> Option<&'static [&'static str]> {
         match self {
-            Table::Machines => Some("computer_dns_name"),
-            Table::IpAddresses => Some("ip_address"),
+            Table::Machines => Some(&["computer_dns_name", "id"]),
+            Table::IpAddresses => Some(&["ip_address", "machine_id"]),
             _ => None,
         }
     }

@@ -107,9 +107,10 @@ impl OpenFile {
     }
 
     /// Writes the first `group` pending rows (all of them when fewer) sorted by
-    /// `column`, nulls last, as one row group; the rest stay pending. The rows are
-    /// copied once, in their sorted order, from the batches as they were appended.
-    fn write_sorted_group(&mut self, column: &str, group: usize) -> Result<(), LakeError> {
+    /// `columns` (the first, then the next where it ties), nulls last, as one row
+    /// group; the rest stay pending. The rows are copied once, in their sorted order,
+    /// from the batches as they were appended.
+    fn write_sorted_group(&mut self, columns: &[&str], group: usize) -> Result<(), LakeError> {
         let arrow_err = |e: arrow::error::ArrowError| LakeError::Parquet {
             path: self.tmp.clone(),
             source: parquet::errors::ParquetError::ArrowError(e.to_string()),
@@ -117,7 +118,12 @@ impl OpenFile {
         let Some(first) = self.pending.first() else {
             return Ok(());
         };
-        let key = first.schema().index_of(column).map_err(arrow_err)?;
+        let schema = first.schema();
+        let key_columns = columns
+            .iter()
+            .map(|c| schema.index_of(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(arrow_err)?;
         let take = group.min(self.pending_rows);
         // Row `i` of the concatenation is row `i - starts[b]` of pending batch `b`.
         let starts: Vec<usize> = self
@@ -132,19 +138,24 @@ impl OpenFile {
         // Only the group's rows: one large append writes many groups, and each would
         // otherwise copy the keys of every row still pending before sorting its own.
         let used = starts.partition_point(|&s| s < take);
-        let keys: Vec<ArrayRef> = self.pending[..used]
-            .iter()
-            .zip(&starts)
-            .map(|(b, start)| b.column(key).slice(0, (take - start).min(b.num_rows())))
-            .collect();
-        let keys: Vec<&dyn Array> = keys.iter().map(|k| k.as_ref()).collect();
-        let keys = arrow::compute::concat(&keys).map_err(arrow_err)?;
         let order = arrow::compute::SortOptions {
             descending: false,
             nulls_first: false,
         };
-        let sorted =
-            arrow::compute::sort_to_indices(&keys, Some(order), None).map_err(arrow_err)?;
+        let mut keys = Vec::with_capacity(key_columns.len());
+        for &key in &key_columns {
+            let parts: Vec<ArrayRef> = self.pending[..used]
+                .iter()
+                .zip(&starts)
+                .map(|(b, start)| b.column(key).slice(0, (take - start).min(b.num_rows())))
+                .collect();
+            let parts: Vec<&dyn Array> = parts.iter().map(|k| k.as_ref()).collect();
+            keys.push(arrow::compute::SortColumn {
+                values: arrow::compute::concat(&parts).map_err(arrow_err)?,
+                options: Some(order),
+            });
+        }
+        let sorted = arrow::compute::lexsort_to_indices(&keys, None).map_err(arrow_err)?;
         let rows: Vec<(usize, usize)> = sorted
             .values()
             .iter()
@@ -345,13 +356,13 @@ impl SnapshotWriter {
         let Some(file) = self.open.get_mut(&table) else {
             return Ok(());
         };
-        match table.sort_column() {
-            Some(column) => {
+        match table.sort_columns() {
+            Some(columns) => {
                 let group = self.options.row_group_rows.max(1);
                 file.pending.push(batch.clone());
                 file.pending_rows += batch.num_rows();
                 while file.pending_rows >= group {
-                    file.write_sorted_group(column, group)?;
+                    file.write_sorted_group(columns, group)?;
                 }
             }
             None => file.write(batch)?,
@@ -392,9 +403,9 @@ impl SnapshotWriter {
         let Some(mut file) = self.open.remove(&table) else {
             return Ok(());
         };
-        if let Some(column) = table.sort_column() {
+        if let Some(columns) = table.sort_columns() {
             while file.pending_rows > 0 {
-                file.write_sorted_group(column, self.options.row_group_rows.max(1))?;
+                file.write_sorted_group(columns, self.options.row_group_rows.max(1))?;
             }
         }
         let OpenFile {

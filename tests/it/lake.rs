@@ -373,9 +373,13 @@ async fn sorted_tables_hold_each_row_group_in_order_and_lose_no_row() {
 
         for table in [Table::Machines, Table::IpAddresses] {
             let column = table.sort_column().expect("a sorted table");
+            let columns = table.sort_columns().expect("a sorted table");
+            assert_eq!(columns[0], column);
             let files = parquet_files(dir.path(), table);
             assert!(files.len() > 1, "{table}: files roll over ({files:?})");
             let mut groups = 0;
+            // Rows whose first sort column ties with the row before.
+            let mut ties = 0;
             for f in &files {
                 let open = || {
                     ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).expect("opens"))
@@ -400,23 +404,32 @@ async fn sorted_tables_hold_each_row_group_in_order_and_lose_no_row() {
                         None,
                         "{f}: {column} is plain encoded"
                     );
-                    let mut values: Vec<Option<String>> = Vec::new();
+                    // Each row's sort columns, in order.
+                    let mut values: Vec<Vec<Option<String>>> = Vec::new();
                     for batch in open().with_row_groups(vec![i]).build().expect("reader") {
                         let batch = batch.expect("reads");
-                        let col = batch.column_by_name(column).expect("column");
-                        let col = col.as_string::<i32>();
-                        values.extend(
-                            (0..col.len())
-                                .map(|r| (!col.is_null(r)).then(|| col.value(r).to_string())),
-                        );
+                        let cols: Vec<_> = columns
+                            .iter()
+                            .map(|c| batch.column_by_name(c).expect("column").as_string::<i32>())
+                            .collect();
+                        values.extend((0..batch.num_rows()).map(|r| {
+                            cols.iter()
+                                .map(|c| (!c.is_null(r)).then(|| c.value(r).to_string()))
+                                .collect()
+                        }));
                     }
-                    // Ascending, nulls last: (is_none, value) never decreases.
-                    let key = |v: &Option<String>| (v.is_none(), v.clone());
+                    // Ascending, nulls last, then by the next column where one ties:
+                    // (is_none, value) of each column never decreases.
+                    let key = |v: &Vec<Option<String>>| -> Vec<(bool, Option<String>)> {
+                        v.iter().map(|c| (c.is_none(), c.clone())).collect()
+                    };
                     let unsorted = values.windows(2).position(|w| key(&w[0]) > key(&w[1]));
                     assert_eq!(unsorted, None, "{f}: row group {i} out of order");
+                    ties += values.windows(2).filter(|w| w[0][0] == w[1][0]).count();
                 }
             }
             assert!(groups >= 3, "{table}: {groups} row groups");
+            assert!(ties > 10, "{table}: {ties} rows tie on {column}");
         }
 
         // The same rows as the source, every column.
