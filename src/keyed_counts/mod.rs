@@ -106,8 +106,9 @@ impl Count {
 }
 
 /// A partial `AggregateExec` of [`Count`]s grouped by string-view and partition columns:
-/// one row per group, the keys then the counts as the partial aggregate's state (`Int64`). Plans show
-/// it as `KeyedCountExec` with the aggregate's grouping and expressions.
+/// one row per group, the keys then the counts as the partial aggregate's state (an
+/// `Int64`, or a list of values for a distinct count). Plans show it as
+/// `KeyedCountExec` with the aggregate's grouping and expressions.
 #[derive(Debug)]
 pub(crate) struct KeyedCountExec {
     /// The aggregate this replaces: its schema, properties and requirements are this one's.
@@ -121,8 +122,9 @@ pub(crate) struct KeyedCountExec {
 const MAX_KEYS: usize = 4;
 
 impl KeyedCountExec {
-    /// `Some` when `aggregate` is a partial aggregate of plain counts grouped by string
-    /// view columns and partition columns of the file scan straight below.
+    /// `Some` when `aggregate` is a partial aggregate of counts grouped by string view
+    /// columns and partition columns of the file scan straight below (see the module
+    /// docs for the distinct counts it takes).
     fn of(aggregate: &AggregateExec) -> Option<KeyedCountExec> {
         if *aggregate.mode() != AggregateMode::Partial
             || aggregate.limit_options().is_some()
@@ -136,10 +138,8 @@ impl KeyedCountExec {
             return None;
         }
         let input = aggregate.input().schema();
-        let over_scan = aggregate.input().downcast_ref::<DataSourceExec>().is_some();
-        let partition_columns = aggregate
-            .input()
-            .downcast_ref::<DataSourceExec>()
+        let scan = aggregate.input().downcast_ref::<DataSourceExec>();
+        let partition_columns = scan
             .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>())
             .map(|files| files.table_partition_cols().clone())
             .unwrap_or_default();
@@ -155,8 +155,8 @@ impl KeyedCountExec {
             keys.push((Arc::clone(key), field.data_type().clone()));
         }
         let mut counts = Vec::with_capacity(aggregate.aggr_expr().len());
-        // Per count, the type of its state.
-        let mut states = Vec::with_capacity(counts.capacity());
+        // Per count, for a distinct count the type of the values its state lists.
+        let mut listed = Vec::with_capacity(counts.capacity());
         for (a, filter) in aggregate.aggr_expr().iter().zip(aggregate.filter_expr()) {
             let [arg] = a.expressions().try_into().ok()?;
             if a.fun().name() != "count" || !a.order_bys().is_empty() {
@@ -167,12 +167,10 @@ impl KeyedCountExec {
                 // order of the one before, which `ByteSet` makes use of. Over a join's
                 // output (ids in no order) DataFusion's own sets were faster (query 06:
                 // 85 against 100 ms).
-                if !over_scan {
-                    return None;
-                }
-                states.push(distinct_values(&arg, &input, &partition_columns)?);
+                scan?;
+                listed.push(Some(distinct_values(&arg, &input, &partition_columns)?));
             } else {
-                states.push(DataType::Int64);
+                listed.push(None);
             }
             counts.push(Count {
                 arg,
@@ -184,9 +182,13 @@ impl KeyedCountExec {
         // count a list of its argument's values.
         let output = aggregate.schema();
         let fields = output.fields();
-        let state_is = |f: &Arc<arrow::datatypes::Field>, t: &DataType| match f.data_type() {
-            DataType::List(item) if t != &DataType::Int64 => item.data_type() == t,
-            other => other == t,
+        let state_is = |f: &Arc<arrow::datatypes::Field>, listed: &Option<DataType>| match (
+            f.data_type(),
+            listed,
+        ) {
+            (DataType::Int64, None) => true,
+            (DataType::List(item), Some(t)) => item.data_type() == t,
+            _ => false,
         };
         if fields.len() != keys.len() + counts.len()
             || fields
@@ -196,8 +198,8 @@ impl KeyedCountExec {
             || fields
                 .iter()
                 .skip(keys.len())
-                .zip(&states)
-                .any(|(f, t)| !state_is(f, t))
+                .zip(&listed)
+                .any(|(f, l)| !state_is(f, l))
         {
             return None;
         }
