@@ -6,8 +6,8 @@
 //! query's CPU. [`ByteSet`] is one table for every group: a row's group and bytes are
 //! hashed once and looked up where they are, and a value is copied only the first time
 //! its group sees it. The ids of one snapshot arrive in the order of the snapshot before
-//! (files are sorted by name), so the values a batch finds are read from the set's
-//! buffer mostly in order.
+//! (files are sorted by name, then id), so most rows find their value in the entry after
+//! the last row's, without hashing.
 //!
 //! The output is the partial aggregate's own state: per group, a list of its values,
 //! which DataFusion's final aggregate adds to its sets.
@@ -136,7 +136,8 @@ fn views<'a>(data_type: &DataType, values: impl Iterator<Item = &'a [u8]>) -> Df
 /// into one buffer, in the order first seen.
 ///
 /// A value is first compared with the entry after the one the last value found or
-/// added: a history's snapshots list their machines in one order (sorted by name), so
+/// added (or the one after that, or the one before, for two rows swapped): a
+/// history's snapshots list their machines in one order (sorted by name, then id), so
 /// from the second snapshot on nearly every row finds its value there without hashing
 /// it or reading the table.
 #[derive(Default)]
