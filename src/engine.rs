@@ -20,6 +20,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
 use datafusion::prelude::SessionConfig;
 
 use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
+use crate::constant_in::SemiJoinOnConstants;
 use crate::error::{Error, Result};
 use crate::keyed_counts::GroupedCounts;
 use crate::lag::{SortedLag, UnorderedLag};
@@ -130,6 +131,8 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(SnapshotsFromManifests));
+        // After it: `snapshot IN (the last N snapshots)` becomes a list of values.
+        ctx.add_optimizer_rule(Arc::new(SemiJoinOnConstants));
         // The local object store names files by absolute path.
         let lake = lake.absolute().map_err(|source| Error::Io {
             op: "resolving",

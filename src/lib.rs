@@ -24,6 +24,7 @@
 pub mod cancel;
 pub mod catalog;
 pub mod changes;
+mod constant_in;
 pub mod decode;
 pub mod demo;
 pub mod emulator;

@@ -382,6 +382,48 @@ fn operators(plan: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn the_last_snapshots_in_a_subquery_become_a_list_of_them() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // The distinct snapshots come from the manifests, so "the last two" is worked out
+    // while planning (src/constant_in.rs) and the scan reads those snapshots' files,
+    // with no join; the answer is that of the snapshots written out.
+    let last = "SELECT user_id, snapshot FROM user_machines_history WHERE snapshot IN \
+                (SELECT snapshot FROM (SELECT DISTINCT snapshot FROM user_machines_history) s \
+                 ORDER BY snapshot DESC LIMIT 2) ORDER BY 2, 1";
+    let written = "SELECT user_id, snapshot FROM user_machines_history WHERE snapshot IN \
+                   (TIMESTAMP '2026-11-23T07:00:03Z', TIMESTAMP '2026-11-23T07:00:02Z') \
+                   ORDER BY 2, 1";
+    let answer = text(&engine, last).await;
+    assert_eq!(answer, text(&engine, written).await);
+    // 5 users at second 2 and 2 at second 3 (the snapshot at second 1 has none).
+    assert_eq!(answer.lines().count(), 4 + 7, "seven rows:\n{answer}");
+    assert!(
+        answer.contains("| user4   | 2026-11-23T07:00:02Z |"),
+        "{answer}"
+    );
+    let plan = text(&engine, &format!("EXPLAIN {last}")).await;
+    assert!(!plan.contains("LeftSemi"), "{plan}");
+    assert!(!operators(&plan).contains(&"HashJoinExec"), "{plan}");
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("DataSourceExec"))
+        .unwrap_or_default();
+    assert_eq!(scan.matches(".parquet").count(), 2, "{plan}");
+
+    // A subquery reading data stays a join, with the same kind of answer.
+    let read = "SELECT user_id, snapshot FROM user_machines_history WHERE snapshot IN \
+                (SELECT snapshot FROM user_machines_history WHERE user_id = 'user4') \
+                ORDER BY 2, 1";
+    let answer = text(&engine, read).await;
+    assert_eq!(answer.lines().count(), 4 + 5, "five rows:\n{answer}");
+    let plan = text(&engine, &format!("EXPLAIN {read}")).await;
+    assert!(plan.contains("LeftSemi"), "{plan}");
+}
+
+#[tokio::test]
 async fn distinct_counts_answer_as_distinct_rows_do() {
     let dir = tempdir().expect("tempdir");
     lake(dir.path());
