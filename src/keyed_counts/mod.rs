@@ -1263,12 +1263,20 @@ mod tests {
         let low = counted.lines().find(|l| l.starts_with("| Low "));
         assert!(low.is_some_and(|l| l.contains("| 250   |")), "{counted}");
         // Grouped by the names: too many groups a batch, handed over from the start.
-        let sql = "SELECT k1, count(DISTINCT k0) AS levels FROM t GROUP BY k1 \
+        // (With `count(*)` beside it: DataFusion plans a lone distinct count as a grouping
+        // of distinct rows.)
+        let sql = "SELECT k1, count(DISTINCT k0) AS levels, count(*) AS n FROM t GROUP BY k1 \
                    ORDER BY k1 NULLS FIRST";
         let (planned, plain) = run_on(partitions.clone(), sql, false).await;
-        let (counted, keyed) = run_on(partitions, sql, true).await;
+        let (counted, keyed) = run_on(partitions.clone(), sql, true).await;
         assert!(!plain && keyed, "KeyedCountExec only with the rule");
         assert_eq!(planned, counted);
+        let (plan, _) = run_on(partitions, &format!("EXPLAIN {sql}"), true).await;
+        assert!(
+            plan.lines()
+                .any(|l| l.contains("KeyedCountExec") && l.contains("count(DISTINCT t.k0)")),
+            "{plan}"
+        );
     }
 
     #[tokio::test]
