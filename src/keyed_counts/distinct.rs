@@ -34,9 +34,10 @@ pub(super) enum Distinct {
 impl Distinct {
     /// The set for an argument of type `data_type`.
     pub(super) fn new(data_type: &DataType) -> Distinct {
-        match data_type {
-            DataType::Utf8View | DataType::BinaryView => Distinct::Bytes(ByteSet::default()),
-            _ => Distinct::Scalars(HashSet::with_hasher(RandomState::default())),
+        if by_bytes(data_type) {
+            Distinct::Bytes(ByteSet::default())
+        } else {
+            Distinct::Scalars(HashSet::with_hasher(RandomState::default()))
         }
     }
 
@@ -75,6 +76,11 @@ impl Distinct {
         )?;
         Ok(Arc::new(list))
     }
+}
+
+/// Whether values of `data_type` (string or binary views) are kept by their bytes.
+pub(super) fn by_bytes(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Utf8View | DataType::BinaryView)
 }
 
 /// For entries of the given groups (each below `groups`): how many each group has, and

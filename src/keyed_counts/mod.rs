@@ -61,7 +61,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::stand_in::{stand_in, stand_in_everywhere};
 
 mod distinct;
-use distinct::Distinct;
+use distinct::{Distinct, by_bytes};
 
 /// One `count(arg) FILTER (WHERE filter)`, or `count(DISTINCT arg)`.
 #[derive(Debug, Clone)]
@@ -147,7 +147,7 @@ impl KeyedCountExec {
         for (key, _) in group {
             let column = key.downcast_ref::<Column>()?;
             let field = input.fields().get(column.index())?;
-            let by_views = matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView);
+            let by_views = by_bytes(field.data_type());
             let partition = partition_columns.iter().any(|p| p.name() == column.name());
             if field.name() != column.name() || !(by_views || partition) {
                 return None;
@@ -226,7 +226,7 @@ fn distinct_values(
     if field.name() != column.name() {
         return None;
     }
-    if matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView) {
+    if by_bytes(field.data_type()) {
         return Some(field.data_type().clone());
     }
     let value_type = match field.data_type() {
@@ -850,10 +850,7 @@ impl DistinctInput {
     ) -> DfResult<Option<DistinctInput>> {
         let values = count.arg.evaluate(batch)?.into_array(batch.num_rows())?;
         let set = set.get_or_insert_with(|| Distinct::new(values.data_type()));
-        let views = matches!(
-            values.data_type(),
-            DataType::Utf8View | DataType::BinaryView
-        );
+        let views = by_bytes(values.data_type());
         Ok(match set {
             Distinct::Bytes(_) if views => Some(DistinctInput::Views(values)),
             Distinct::Scalars(_) if !views && constant(&values)? => Some(DistinctInput::Constant(
