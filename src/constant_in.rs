@@ -69,7 +69,8 @@ impl OptimizerRule for SemiJoinOnConstants {
         // A null matches nothing in an equi-join.
         let values: Vec<ScalarValue> = rows
             .into_iter()
-            .filter_map(|mut row| Some(row.swap_remove(at)).filter(|v| !v.is_null()))
+            .filter_map(|row| row.into_iter().nth(at))
+            .filter(|v| !v.is_null())
             .collect();
         if values.len() > MAX_VALUES {
             return Ok(Transformed::no(plan));
