@@ -118,6 +118,39 @@ impl Table {
         self.sort_columns().map(|columns| columns[0])
     }
 
+    /// The column holding the machine's id, which every table has: `id` where the row
+    /// is the machine (or its security state, or its change), `machine_id` elsewhere.
+    pub fn machine_id_column(self) -> &'static str {
+        match self {
+            Table::Machines | Table::SecurityStates | Table::MachineChanges => "id",
+            Table::IpAddresses
+            | Table::UserMachines
+            | Table::DomainMachines
+            | Table::IpAddressChanges => "machine_id",
+        }
+    }
+
+    /// The Parquet column paths of the table whose values are distinct per machine, or
+    /// nearly: its machine id, and the machine's AAD device id, timestamps and addresses.
+    /// A dictionary of them saves no space, and costs every reader of one of their pages
+    /// the whole dictionary page (`SnapshotWriter` writes them without one).
+    pub fn distinct_columns(self) -> Vec<Vec<&'static str>> {
+        let mut columns = vec![vec![self.machine_id_column()]];
+        match self {
+            Table::Machines => columns.extend([
+                vec!["aad_device_id"],
+                vec!["first_seen"],
+                vec!["last_seen"],
+                vec!["last_ip_address"],
+                vec!["ip_addresses", "list", "item", "ip_address"],
+                vec!["ip_addresses", "list", "item", "mac_address"],
+            ]),
+            Table::IpAddresses => columns.push(vec!["mac_address"]),
+            _ => {}
+        }
+        columns
+    }
+
     /// [`Table::sort_column`], then the machine id where it ties: names and addresses
     /// that several machines share come out in one order in every snapshot, so the
     /// same input makes the same files and each snapshot lists its machines in the

@@ -446,3 +446,67 @@ async fn sorted_tables_hold_each_row_group_in_order_and_lose_no_row() {
         }
     }
 }
+
+#[test]
+fn machine_ids_and_other_distinct_columns_have_no_dictionary_and_statuses_have_one() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = tempdir().expect("tempdir");
+    // Two days: the second snapshot also writes the change tables.
+    small_lake(dir.path(), 300, 2);
+    let mut checked = Vec::new();
+    for table in Table::STORED {
+        let id = table.machine_id_column();
+        assert!(
+            table.schema().field_with_name(id).is_ok(),
+            "{table} has its machine id column {id}"
+        );
+        let distinct: Vec<String> = table
+            .distinct_columns()
+            .iter()
+            .map(|path| path.join("."))
+            .collect();
+        assert!(distinct.iter().any(|c| c == id), "{table}: {distinct:?}");
+        for f in parquet_files(dir.path(), table) {
+            let file = std::fs::File::open(&f).expect("opens");
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("a Parquet file");
+            let position = |name: &str| {
+                builder
+                    .parquet_schema()
+                    .columns()
+                    .iter()
+                    .position(|c| c.path().string() == name)
+            };
+            for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+                for column in &distinct {
+                    let index = position(column)
+                        .unwrap_or_else(|| panic!("{f}: {column} is a column of the file"));
+                    assert_eq!(
+                        rg.column(index).dictionary_page_offset(),
+                        None,
+                        "{f}: row group {i}: {column} is written without a dictionary"
+                    );
+                }
+                // Repeating values still get one: the setting is per column.
+                for column in ["health_status", "user_id", "type"] {
+                    if let Some(index) = position(column) {
+                        assert!(
+                            rg.column(index).dictionary_page_offset().is_some(),
+                            "{f}: row group {i}: {column} has a dictionary"
+                        );
+                    }
+                }
+            }
+            checked.push(table);
+        }
+    }
+    for table in [
+        Table::Machines,
+        Table::IpAddresses,
+        Table::SecurityStates,
+        Table::UserMachines,
+        Table::MachineChanges,
+    ] {
+        assert!(checked.contains(&table), "{table} has files to check");
+    }
+}
