@@ -116,6 +116,16 @@ impl Engine {
             // ms).
             config.options_mut().execution.parquet.enable_page_index = false;
         }
+        if std::env::var_os("DATAFUSION_OPTIMIZER_REPARTITION_JOINS").is_none()
+            && config.target_partitions() <= 2
+        {
+            // A hash join whose build side has no statistics (a history scan) is planned
+            // partitioned: both inputs hashed and sent to two partitions, then two
+            // tables built. With two partitions, building one table on one thread and
+            // probing it from both is faster: 02, a self-join over two snapshots, 61.7
+            // -> 54.1 ms; a join of two whole histories 444 -> 357 ms.
+            config.options_mut().optimizer.repartition_joins = false;
+        }
         // After DataFusion's own physical rules: comparisons with short string literals
         // are decided on whole string views (`crate::view_eq`), counts grouped by
         // partition values and strings are counted a batch at a time (`crate::keyed_counts`),

@@ -525,3 +525,36 @@ async fn grouped_counts_answer_as_sums_do() {
     let plan = text(&engine, &format!("EXPLAIN {counted}")).await;
     assert!(plan.contains("KeyedCountExec"), "{plan}");
 }
+
+#[tokio::test]
+async fn with_two_partitions_a_join_of_histories_builds_one_table() {
+    let dir = tempdir().expect("tempdir");
+    lake(dir.path());
+    let engine = Engine::open(dir.path(), None).expect("opens");
+
+    // Each user with the later snapshots that list it again: users 0 and 1 are in the
+    // snapshots at seconds 0, 2 and 3, user 2 in those at 0 and 2.
+    let again = "SELECT a.user_id, a.snapshot, b.snapshot AS later \
+                 FROM user_machines_history a JOIN user_machines_history b \
+                 ON a.user_id = b.user_id AND b.snapshot > a.snapshot ORDER BY 1, 2, 3";
+    let answer = text(&engine, again).await;
+    assert_eq!(answer.lines().count(), 4 + 7, "seven rows:\n{answer}");
+    assert!(
+        answer.contains("| user2   | 2026-11-23T07:00:00Z | 2026-11-23T07:00:02Z |"),
+        "{answer}"
+    );
+    assert!(!answer.contains("| user3 "), "{answer}");
+
+    // History scans carry no statistics, so DataFusion would hash both sides into two
+    // partitions; with two partitions or fewer the engine builds one table instead.
+    let state = engine.context().state();
+    let partitions = state.config().target_partitions();
+    let plan = text(&engine, &format!("EXPLAIN {again}")).await;
+    if partitions <= 2 {
+        assert!(!state.config().options().optimizer.repartition_joins);
+        assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+        assert!(!plan.contains("mode=Partitioned"), "{plan}");
+    } else {
+        assert!(state.config().options().optimizer.repartition_joins);
+    }
+}
