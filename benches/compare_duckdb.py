@@ -20,6 +20,12 @@ Setup: pip install duckdb==2.0.1; cargo build --release.
     python3 benches/compare_duckdb.py                  # 100,000 machines x 30 days
     python3 benches/compare_duckdb.py --machines 10000 --days 7 --runs 3
     python3 benches/compare_duckdb.py --only 10        # queries whose name has "10"
+    python3 benches/compare_duckdb.py --warm           # and both engines warm, in process
+
+With --warm it then times the suite again with both engines warm in one process each:
+mdesnap as one `mdesnap repl` reading the statements from a pipe, a statement timed from
+sending it to reading the CSV of a marker statement sent after it, minus the same for
+`SELECT 1`. The figures of the issue's method are the first table's.
 
 The lake is generated into --lake (default /tmp/mdesnap-compare-lake) and generated
 again when the binary or the flags changed (a stamp file remembers). With
@@ -38,6 +44,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +143,8 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--history-lake", action="store_true",
                     help="also the 1,000-snapshot lake of 200 machines")
+    ap.add_argument("--warm", action="store_true",
+                    help="also the suite with mdesnap warm in one console process")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"no {BIN}: run cargo build --release first")
@@ -175,6 +184,8 @@ def main():
         print(f"geometric mean of the ratios: {geo:.2f}; worst {max(ratios):.2f}; "
               f"{sum(r > 1.0 for r in ratios)} of {len(ratios)} above 1.0")
     bad += changes_suite(args, con, base)
+    if args.warm:
+        warm_suite(args, con)
     if args.history_lake:
         history_lake(args)
     if bad:
@@ -204,6 +215,65 @@ def side_by_side(args, con, base, sql, dsql):
     _, our_rows = mdesnap(args.lake, sql)
     _, their_rows = duck_run(con, dsql)
     return ours - one, theirs, our_rows, our_rows == their_rows
+
+
+class Console:
+    """One `mdesnap repl` over the lake, statements written to its standard input. A
+    statement's time runs from sending it to reading the CSV of a marker statement
+    sent after it; the rows are not kept (the first table checks them)."""
+
+    MARK = "end-of-statement-5c1e"
+
+    def __init__(self, lake):
+        # Its warnings go to a file: a pipe nobody reads could fill and stop it.
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([BIN, "repl", "--lake", lake], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.errors,
+                                     text=True, bufsize=1)
+        self.run("\\format csv")
+
+    def run(self, statement):
+        t = time.perf_counter()
+        self.proc.stdin.write(f"{statement}\nSELECT '{self.MARK}' AS mark;\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.errors.seek(0)
+                raise RuntimeError(f"the console stopped at {statement!r}: "
+                                   f"{self.errors.read().strip()}")
+            if line.strip() == self.MARK:
+                return time.perf_counter() - t, None
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def warm_suite(args, con):
+    """The suite again, both engines warm: mdesnap in one console process (its statement
+    minus its `SELECT 1`, each with the marker), DuckDB in process, taking turns."""
+    console = Console(args.lake)
+    print(f"warm, in process: {'query':17} {'mdesnap ms':>10} {'duckdb ms':>10} {'ratio':>7}")
+    ratios = []
+    for name, sql, dsql, odata in suite(args.only):
+        dsql = strip_comments(dsql)
+        statements = [(name, strip_comments(sql).rstrip(";") + ";")]
+        if odata:
+            statements.append(("  OData twin", odata.strip()))
+        for label, statement in statements:
+            one, ours, theirs = interleaved([lambda: console.run("SELECT 1;"),
+                                             lambda: console.run(statement),
+                                             lambda: duck_run(con, dsql)], args.runs)
+            ours -= one
+            ratio = max(ours, 1e-4) / max(theirs, 1e-4)
+            ratios.append(ratio)
+            print(f"{label:35} {ours * 1000:10.1f} {theirs * 1000:10.1f} {ratio:7.2f}")
+    console.close()
+    if ratios:
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        print(f"warm geometric mean of the ratios: {geo:.2f}; worst {max(ratios):.2f}; "
+              f"{sum(r > 1.0 for r in ratios)} of {len(ratios)} above 1.0")
 
 
 def changes_suite(args, con, base):
