@@ -22,8 +22,11 @@
 //! column or a partition column that is not an integer.
 //! A batch with more than one group per [`ROWS_PER_GROUP`] rows (grouping by machine ids),
 //! whose partition column changes within it, or whose distinct count's partition column
-//! does, goes with the rest of its partition to DataFusion's own partial aggregate, after
-//! the groups counted so far; the final step adds up counts and unites distinct values.
+//! does, ends the table: the groups counted so far are passed on. From there, while the
+//! batches' keys come in runs of equal values (`runs`: a user's machines listed
+//! together), each run is passed on as one row of counts; the first batch that does not,
+//! and the rest of the partition, go to DataFusion's own partial aggregate. The final
+//! step adds up counts and unites distinct values.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -62,6 +65,8 @@ use crate::stand_in::{stand_in, stand_in_everywhere};
 
 mod distinct;
 use distinct::{Distinct, by_bytes};
+mod runs;
+use runs::count_runs;
 
 /// One `count(arg) FILTER (WHERE filter)`, or `count(DISTINCT arg)`.
 #[derive(Debug, Clone)]
@@ -330,17 +335,85 @@ async fn count(
         let out = tally.finish()?;
         timer.done();
         baseline.record_output(out.num_rows());
-        let rest = RecordBatchStreamAdapter::new(
-            input.schema(),
-            futures::stream::iter([Ok(batch)]).chain(input),
+        let runs = Runs {
+            schema: Arc::clone(&tally.schema),
+            keys: tally.keys,
+            counts: tally.counts,
+            planned,
+            context,
+            baseline,
+        };
+        let rest = futures::stream::try_unfold(
+            (Arc::new(runs), Rest::Runs(Some(batch), input)),
+            |(runs, rest)| async move {
+                let next = runs.next(rest).await?;
+                Ok(next.map(|(batch, rest)| (batch, (runs, rest))))
+            },
         );
-        let rest = hand_over(&planned, Box::pin(rest), context)?;
         return Ok(futures::stream::iter([Ok(out)]).chain(rest).boxed());
     }
     let _timer = baseline.elapsed_compute().timer();
     let out = tally.finish()?;
     baseline.record_output(out.num_rows());
     Ok(futures::stream::iter([Ok(out)]).boxed())
+}
+
+/// What is left of a partition once its groups are too many for a [`Tally`].
+enum Rest {
+    /// Counted a run of equal keys at a time ([`count_runs`]): a batch not yet counted,
+    /// then the input.
+    Runs(Option<RecordBatch>, SendableRecordBatchStream),
+    /// Handed to DataFusion's partial aggregate.
+    Handed(SendableRecordBatchStream),
+}
+
+/// How the rest of a partition is counted.
+struct Runs {
+    schema: SchemaRef,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    counts: Vec<Count>,
+    planned: Arc<AggregateExec>,
+    context: Arc<TaskContext>,
+    baseline: BaselineMetrics,
+}
+
+impl Runs {
+    /// The next output batch and what is left after it: runs while each batch's runs
+    /// are long, then, from the first batch whose runs are short, DataFusion's partial
+    /// aggregate over that batch and the rest.
+    async fn next(&self, rest: Rest) -> DfResult<Option<(RecordBatch, Rest)>> {
+        let (batch, input) = match rest {
+            Rest::Handed(mut handed) => {
+                return Ok(handed
+                    .next()
+                    .await
+                    .transpose()?
+                    .map(|b| (b, Rest::Handed(handed))));
+            }
+            Rest::Runs(Some(batch), input) => (batch, input),
+            Rest::Runs(None, mut input) => match input.next().await {
+                Some(batch) => (batch?, input),
+                None => return Ok(None),
+            },
+        };
+        let timer = self.baseline.elapsed_compute().timer();
+        let counted = count_runs(&self.schema, &self.keys, &self.counts, &batch)?;
+        timer.done();
+        if let Some(out) = counted {
+            self.baseline.record_output(out.num_rows());
+            return Ok(Some((out, Rest::Runs(None, input))));
+        }
+        let rest = RecordBatchStreamAdapter::new(
+            input.schema(),
+            futures::stream::iter([Ok(batch)]).chain(input),
+        );
+        let mut handed = hand_over(&self.planned, Box::pin(rest), Arc::clone(&self.context))?;
+        Ok(handed
+            .next()
+            .await
+            .transpose()?
+            .map(|b| (b, Rest::Handed(handed))))
+    }
 }
 
 /// `planned`, the partial aggregate, run over `rest` instead of its input.
@@ -1274,6 +1347,65 @@ mod tests {
                 .any(|l| l.contains("KeyedCountExec") && l.contains("count(DISTINCT t.k0)")),
             "{plan}"
         );
+    }
+
+    #[tokio::test]
+    async fn keys_in_runs_are_counted_a_run_at_a_time_until_a_batch_is_not() {
+        // 9,000 rows a batch, each key three rows in a row (every 97th run null), 3,000
+        // keys: too many for the table, counted by runs; then a batch of shuffled ids,
+        // whose runs are one row, goes with the rest to DataFusion.
+        let in_runs = |shift: usize| {
+            let keys: StringViewArray = (0..9000)
+                .map(|i| (i / 3 % 97 != 0).then(|| format!("user-{:05}", i / 3 + shift)))
+                .collect();
+            batch(
+                vec![Arc::new(keys)],
+                (0..9000)
+                    .map(|i| (i % 4 != 0).then_some(i as i64))
+                    .collect(),
+                (0..9000)
+                    .map(|i| (i % 5 != 0).then_some(i % 3 == 0))
+                    .collect(),
+            )
+        };
+        let levels = [Some("High"), Some("Low")];
+        let ids: Vec<String> = (0..9000)
+            .map(|i| format!("user-{:05}", i * 7 % 9000))
+            .collect();
+        let ids: Vec<Option<&str>> = ids.iter().map(|v| Some(v.as_str())).collect();
+        let shuffled = batch(
+            vec![drawn(&ids, 9000, 1)],
+            (0..9000).map(|i| Some(i as i64)).collect(),
+            (0..9000).map(|i| Some(i % 2 == 0)).collect(),
+        );
+        let few = batch(
+            vec![drawn(&levels, 9000, 0)],
+            (0..9000).map(|i| Some(i as i64)).collect(),
+            (0..9000).map(|i| Some(i % 2 == 0)).collect(),
+        );
+        let partitions = vec![
+            vec![
+                few.clone(),
+                in_runs(0),
+                in_runs(1000),
+                shuffled,
+                few.clone(),
+            ],
+            vec![in_runs(2000), few],
+        ];
+        let sql = "SELECT k0, count(*) AS n, count(v) FILTER (WHERE f) AS m FROM t \
+                   GROUP BY k0 ORDER BY k0 NULLS FIRST";
+        let (planned, plain) = run_on(partitions.clone(), sql, false).await;
+        let (counted, keyed) = run_on(partitions, sql, true).await;
+        assert!(!plain && keyed, "KeyedCountExec only with the rule");
+        assert_eq!(planned, counted);
+        // user-02500: three rows in each of the three batches in runs, and one drawn
+        // among the shuffled ids.
+        let row = counted.lines().find(|l| l.starts_with("| user-02500 "));
+        assert_eq!(row, Some("| user-02500 | 10    | 0     |"));
+        // Every 97th run is null: 31 runs of 3 rows in each of the three batches.
+        let nulls = counted.lines().find(|l| l.starts_with("|            |"));
+        assert!(nulls.is_some_and(|l| l.contains("| 279 ")), "{nulls:?}");
     }
 
     #[tokio::test]
