@@ -1091,6 +1091,16 @@ mod tests {
         assert_eq!(sort(got), sort(expected));
     }
 
+    /// Column `v` of `n` rows: row `i` holds `i`, null every fourth row.
+    fn values(n: usize) -> Vec<Option<i64>> {
+        (0..n).map(|i| (i % 4 != 0).then_some(i as i64)).collect()
+    }
+
+    /// Column `f` of `n` rows: true every third row, null every fifth.
+    fn flags(n: usize) -> Vec<Option<bool>> {
+        (0..n).map(|i| (i % 5 != 0).then_some(i % 3 == 0)).collect()
+    }
+
     fn batch(keys: Vec<ArrayRef>, v: Vec<Option<i64>>, f: Vec<Option<bool>>) -> RecordBatch {
         let mut fields: Vec<Field> = keys
             .iter()
@@ -1240,8 +1250,6 @@ mod tests {
         let levels = [Some("High"), Some("Informational"), None, Some("Low")];
         let ids: Vec<String> = (0..9000).map(|i| format!("{i:040x}")).collect();
         let ids: Vec<Option<&str>> = ids.iter().map(|v| Some(v.as_str())).collect();
-        let values = |n: usize| (0..n).map(|i| (i % 4 != 0).then_some(i as i64)).collect();
-        let flags = |n: usize| (0..n).map(|i| (i % 5 != 0).then_some(i % 3 == 0)).collect();
         let few = |seed| batch(vec![drawn(&levels, 9000, seed)], values(9000), flags(9000));
         let many = batch(vec![drawn(&ids, 9000, 1)], values(9000), flags(9000));
         run_on(
@@ -1304,12 +1312,8 @@ mod tests {
                 .collect();
             batch(
                 vec![Arc::new(level), Arc::new(name)],
-                (0..9000)
-                    .map(|i| (i % 4 != 0).then_some(i as i64))
-                    .collect(),
-                (0..9000)
-                    .map(|i| (i % 5 != 0).then_some(i % 3 == 0))
-                    .collect(),
+                values(9000),
+                flags(9000),
             )
         };
         // The first partition's second batch has 9,000 levels: from there on that
@@ -1358,15 +1362,7 @@ mod tests {
             let keys: StringViewArray = (0..9000)
                 .map(|i| (i / 3 % 97 != 0).then(|| format!("user-{:05}", i / 3 + shift)))
                 .collect();
-            batch(
-                vec![Arc::new(keys)],
-                (0..9000)
-                    .map(|i| (i % 4 != 0).then_some(i as i64))
-                    .collect(),
-                (0..9000)
-                    .map(|i| (i % 5 != 0).then_some(i % 3 == 0))
-                    .collect(),
-            )
+            batch(vec![Arc::new(keys)], values(9000), flags(9000))
         };
         let levels = [Some("High"), Some("Low")];
         let ids: Vec<String> = (0..9000)
