@@ -407,12 +407,8 @@ impl Runs {
             input.schema(),
             futures::stream::iter([Ok(batch)]).chain(input),
         );
-        let mut handed = hand_over(&self.planned, Box::pin(rest), Arc::clone(&self.context))?;
-        Ok(handed
-            .next()
-            .await
-            .transpose()?
-            .map(|b| (b, Rest::Handed(handed))))
+        let handed = hand_over(&self.planned, Box::pin(rest), Arc::clone(&self.context))?;
+        Box::pin(self.next(Rest::Handed(handed))).await
     }
 }
 

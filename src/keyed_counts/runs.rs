@@ -64,16 +64,16 @@ pub(super) fn count_runs(
             return Ok(None);
         }
     }
-    let starts: Vec<u32> = (0..rows as u32).filter(|&r| starts[r as usize]).collect();
-    let runs = starts.len();
+    let firsts: UInt32Array = (0..rows as u32).filter(|&r| starts[r as usize]).collect();
+    let runs = firsts.len();
     if runs * MIN_RUN > rows {
         return Ok(None);
     }
-    let firsts = UInt32Array::from(starts.clone());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for keys in &arrays {
         columns.push(take(keys.as_ref(), &firsts, None)?);
     }
+    let starts = firsts.values();
     // Each row's run, for the counts that take some rows only.
     let mut run_of = Vec::new();
     for count in counts {
