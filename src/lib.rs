@@ -7,7 +7,8 @@
 //! - [`lake`]: the writer with its atomic commit, the lock, the scan and pruning;
 //! - [`decode`]: API records into Arrow batches (one path for every producer);
 //! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
-//! - [`catalog`] and [`engine`]: the lake's tables in DataFusion;
+//! - [`engine`]: the lake's tables in DataFusion (the catalog), mdesnap's own rules and
+//!   operators, each behind a switch ([`engine::MdesnapOptions`]);
 //! - [`odata`]: the `$filter` language and query options, translated to DataFusion;
 //! - [`output`]: the result formats of `mdesnap query`, the streaming table printer;
 //! - [`repl`]: the console: statements, meta-commands, the prompt.
@@ -22,9 +23,7 @@
 //! ```
 
 pub mod cancel;
-pub mod catalog;
 pub mod changes;
-mod constant_in;
 pub mod decode;
 pub mod demo;
 pub mod emulator;
@@ -33,16 +32,12 @@ pub mod error;
 pub mod fleet;
 pub mod generate;
 pub mod ingest;
-mod keyed_counts;
-mod lag;
 pub mod lake;
 pub mod odata;
 pub mod output;
 pub mod repl;
 pub mod schema;
 pub mod snapshot;
-mod stand_in;
-mod view_eq;
 
 /// Stack size of the threads [`runtime`] makes. DataFusion plans and drops SQL
 /// expressions recursively, so a `WHERE` of thousands of `OR`s needs a deep stack;
@@ -60,7 +55,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub use cancel::Cancel;
-pub use engine::{Engine, Names, ODataResponse};
+pub use engine::{Engine, EngineOptions, Names, ODataResponse};
 pub use error::{Error, Result};
 pub use schema::Table;
 pub use snapshot::{Manifest, SnapshotId};

@@ -390,7 +390,7 @@ impl Session {
                 self.print_frame(df, out).await?;
             }
             Meta::Snapshots => {
-                let sql = crate::catalog::snapshots_list_sql();
+                let sql = crate::engine::catalog::snapshots_list_sql();
                 let df = self.engine.sql(&sql).await?;
                 self.print_frame(df, out).await?;
             }

@@ -958,10 +958,12 @@ async fn snapshots(command: SnapshotsCommand) -> Result<(), Failure> {
             for b in &scan.broken {
                 eprintln!("warning: snapshot {} is unreadable: {}", b.id, b.error);
             }
-            let table = mdesnap::catalog::snapshots_table(&scan)?;
+            let table = mdesnap::engine::catalog::snapshots_table(&scan)?;
             let ctx = datafusion::prelude::SessionContext::new();
             ctx.register_table("snapshots", std::sync::Arc::new(table))?;
-            let df = ctx.sql(&mdesnap::catalog::snapshots_list_sql()).await?;
+            let df = ctx
+                .sql(&mdesnap::engine::catalog::snapshots_list_sql())
+                .await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout);
             write_stream(df.execute_stream().await?, format, None, &mut out).await?;

@@ -7,39 +7,35 @@
 //! `snapshot=` folder text, and filters on `snapshot` prune whole files before any is
 //! opened. Row counts from the manifests answer `count(*)` without a scan.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, DFSchema, Statistics};
+use datafusion::common::{DFSchema, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use datafusion::datasource::memory::MemTable;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::source_as_provider;
 use datafusion::datasource::table_schema::TableSchemaBuilder;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::functions_aggregate::count::Count;
-use datafusion::logical_expr::expr_rewriter::unnormalize_cols;
-use datafusion::logical_expr::{
-    EmptyRelation, Expr, LogicalPlan, Projection, TableProviderFilterPushDown, Values,
-};
-use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -51,6 +47,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result as ParquetResult};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
+use crate::engine::options::{MdesnapOptions, Switch};
 use crate::lake::{Lake, LakeScan};
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
 use crate::snapshot::{Manifest, parse_time};
@@ -83,6 +80,10 @@ pub struct SnapshotTable {
     remote: bool,
     /// The column the files' row groups are sorted by ([`Table::sort_column`]).
     sort_column: Option<&'static str>,
+    /// Whether the catalog answers what it knows ([`Switch::CatalogAnswers`]): row
+    /// counts and footer statistics given to DataFusion, filters on `snapshot` exact
+    /// and applied to the files before the scan. Off, DataFusion filters every row.
+    answers: bool,
 }
 
 /// How many files of a lake in an object store a scan reads at once, at least.
@@ -90,7 +91,13 @@ const REMOTE_READS: usize = 16;
 
 impl SnapshotTable {
     /// The table of `table` over the given manifests (one for a latest table).
-    pub fn new(lake: &Lake, table: Table, manifests: &[&Manifest], history: bool) -> Self {
+    pub fn new(
+        lake: &Lake,
+        table: Table,
+        manifests: &[&Manifest],
+        history: bool,
+        options: &MdesnapOptions,
+    ) -> Self {
         let mut files = Vec::new();
         for m in manifests {
             let Ok(id) = m.snapshot_id() else { continue };
@@ -125,6 +132,7 @@ impl SnapshotTable {
             shown_root: lake.location_root().into(),
             remote: lake.local_path().is_none(),
             sort_column: table.sort_column(),
+            answers: options.on(Switch::CatalogAnswers),
         }
     }
 
@@ -137,20 +145,20 @@ impl SnapshotTable {
     /// `filters`, ascending, each with its rows: what `SELECT snapshot, count(*) ...
     /// GROUP BY snapshot` returns, from the manifests. `None` for a latest table or a
     /// filter on any other column.
-    fn rows_per_snapshot(&self, filters: &[Expr]) -> DfResult<Option<Vec<(i64, u64)>>> {
+    pub(crate) fn rows_per_snapshot(&self, filters: &[Expr]) -> DfResult<Option<Vec<(i64, u64)>>> {
         if !self.history
+            || !self.answers
             || !filters
                 .iter()
                 .all(|f| expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f))
         {
             return Ok(None);
         }
-        let partition_schema = DFSchema::try_from(Schema::new(self.partition_fields()))?;
+        let files: Vec<&TableFile> = self.files.iter().filter(|f| f.rows > 0).collect();
+        let keep = snapshots_passing(files.iter().map(|f| f.snapshot), filters)?;
         let mut rows = std::collections::BTreeMap::<i64, u64>::new();
-        for f in self.files.iter().filter(|f| f.rows > 0) {
-            if filter_partitioned_file(self.partitioned_file(f), filters, &partition_schema)?
-                .is_some()
-            {
+        for (f, keep) in files.iter().zip(keep) {
+            if keep {
                 let n = rows.entry(f.snapshot).or_default();
                 *n = n.saturating_add(f.rows);
             }
@@ -169,7 +177,7 @@ impl SnapshotTable {
         state: &dyn Session,
         files: &[PartitionedFile],
     ) -> Option<Statistics> {
-        if self.history {
+        if self.history || !self.answers {
             return None;
         }
         let runtime = state.runtime_env();
@@ -205,11 +213,13 @@ impl SnapshotTable {
     }
 
     fn partitioned_file(&self, f: &TableFile) -> PartitionedFile {
-        let file_stats = Statistics::new_unknown(&self.file_schema)
-            .with_num_rows(Precision::Exact(f.rows as usize))
-            .with_total_byte_size(Precision::Inexact(f.bytes as usize));
-        let mut pf =
-            PartitionedFile::new(f.location.clone(), f.bytes).with_statistics(Arc::new(file_stats));
+        let mut pf = PartitionedFile::new(f.location.clone(), f.bytes);
+        if self.answers {
+            let file_stats = Statistics::new_unknown(&self.file_schema)
+                .with_num_rows(Precision::Exact(f.rows as usize))
+                .with_total_byte_size(Precision::Inexact(f.bytes as usize));
+            pf = pf.with_statistics(Arc::new(file_stats));
+        }
         if self.history {
             pf = pf.with_partition_values(vec![ScalarValue::TimestampMicrosecond(
                 Some(f.snapshot),
@@ -237,6 +247,48 @@ fn read_schema(file: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, file.metadata().clone()))
 }
 
+/// Whether the user chose whether page indexes are read
+/// (`DATAFUSION_EXECUTION_PARQUET_ENABLE_PAGE_INDEX`); otherwise mdesnap decides per scan.
+pub(crate) fn page_index_option_set() -> bool {
+    std::env::var_os("DATAFUSION_EXECUTION_PARQUET_ENABLE_PAGE_INDEX").is_some()
+}
+
+/// For each snapshot (microseconds), whether every filter holds for it: a filter that
+/// is false or NULL drops it, as `WHERE` drops a row. With no filters, every one passes.
+///
+/// DataFusion's `filter_partitioned_file` reads the boolean's value without its
+/// validity, so a filter that is NULL for a file (`NULLIF(snapshot, x) > y` at `x`)
+/// keeps the file; and a filter declared exact is not applied again above the scan.
+/// Here the filters are evaluated once over all the snapshots, NULL counting as false.
+pub(crate) fn snapshots_passing(
+    snapshots: impl Iterator<Item = i64>,
+    filters: &[Expr],
+) -> DfResult<Vec<bool>> {
+    let values = TimestampMicrosecondArray::from_iter_values(snapshots).with_timezone(UTC);
+    let Some(filter) = conjunction(filters.iter().cloned()) else {
+        return Ok(vec![true; values.len()]);
+    };
+    let schema = Arc::new(Schema::new(vec![snapshot_field()]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values)])?;
+    let df_schema = DFSchema::try_from(schema)?;
+    let expr = create_physical_expr(
+        &filter,
+        &df_schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )?;
+    let result = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let Some(result) = result.as_boolean_opt() else {
+        return Err(datafusion::error::DataFusionError::Plan(format!(
+            "a filter on snapshot gave {} instead of a boolean",
+            result.data_type()
+        )));
+    };
+    Ok((0..result.len())
+        .map(|i| result.is_valid(i) && result.value(i))
+        .collect())
+}
+
 #[async_trait]
 impl TableProvider for SnapshotTable {
     fn schema(&self) -> SchemaRef {
@@ -254,7 +306,7 @@ impl TableProvider for SnapshotTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if self.history && expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f) {
+                if self.answers && self.history && expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -270,7 +322,7 @@ impl TableProvider for SnapshotTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let snapshot_filters: Vec<Expr> = if self.history {
+        let snapshot_filters: Vec<Expr> = if self.history && self.answers {
             filters
                 .iter()
                 .filter(|f| expr_applicable_for_cols(&[SNAPSHOT_COLUMN], f))
@@ -279,14 +331,14 @@ impl TableProvider for SnapshotTable {
         } else {
             Vec::new()
         };
-        let partition_schema = DFSchema::try_from(Schema::new(self.partition_fields()))?;
-        let mut files = Vec::with_capacity(self.files.len());
-        for f in &self.files {
-            let pf = self.partitioned_file(f);
-            if let Some(pf) = filter_partitioned_file(pf, &snapshot_filters, &partition_schema)? {
-                files.push(pf);
-            }
-        }
+        let keep = snapshots_passing(self.files.iter().map(|f| f.snapshot), &snapshot_filters)?;
+        let files: Vec<PartitionedFile> = self
+            .files
+            .iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|(f, _)| self.partitioned_file(f))
+            .collect();
         if files.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
@@ -304,7 +356,10 @@ impl TableProvider for SnapshotTable {
             .sum();
         let statistics = match self.footer_statistics(state, &files).await {
             Some(s) => s,
-            None => Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows)),
+            None if self.answers => {
+                Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows))
+            }
+            None => Statistics::new_unknown(&self.schema),
         };
         let table_schema = TableSchemaBuilder::from(&self.file_schema)
             .with_table_partition_cols(self.partition_fields())
@@ -323,7 +378,7 @@ impl TableProvider for SnapshotTable {
         // filter the index prunes nothing and is not read (`Engine::open`).
         if let Some(column) = self.sort_column
             && !options.global.enable_page_index
-            && !crate::engine::page_index_option_set()
+            && !page_index_option_set()
             && filters
                 .iter()
                 .any(|f| f.column_refs().iter().any(|c| c.name == column))
@@ -353,128 +408,13 @@ impl TableProvider for SnapshotTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
+        if !self.answers {
+            return None;
+        }
         Some(
             Statistics::new_unknown(&self.schema)
                 .with_num_rows(Precision::Exact(self.rows() as usize)),
         )
-    }
-}
-
-/// Answers a grouping by `snapshot` alone over a `_history` table whose aggregates are
-/// all `count(*)`, or none (`SELECT DISTINCT snapshot FROM machines_history`, how "the
-/// last two snapshots" is written; a daily row count), from the manifests instead of
-/// one row per machine of every file: a metadata-only query, as Spark's
-/// `OptimizeMetadataOnlyQuery` does for partition columns. Only when the scan reads no
-/// column but `snapshot` and every filter it holds is on `snapshot`; otherwise the plan
-/// is left as it is.
-#[derive(Debug, Default)]
-pub struct SnapshotsFromManifests;
-
-/// `count(*)` (DataFusion's `count` of a non-null literal), with no DISTINCT, FILTER or
-/// ORDER BY.
-fn is_count_star(e: &Expr) -> bool {
-    let e = match e {
-        Expr::Alias(a) => a.expr.as_ref(),
-        e => e,
-    };
-    let Expr::AggregateFunction(f) = e else {
-        return false;
-    };
-    let p = &f.params;
-    (f.func.inner().as_ref() as &dyn Any).is::<Count>()
-        && !p.distinct
-        && p.filter.is_none()
-        && p.order_by.is_empty()
-        && matches!(p.args.as_slice(), [Expr::Literal(v, _)] if !v.is_null())
-}
-
-impl OptimizerRule for SnapshotsFromManifests {
-    fn name(&self) -> &str {
-        "snapshots_from_manifests"
-    }
-
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> DfResult<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        let LogicalPlan::TableScan(scan) = aggregate.input.as_ref() else {
-            return Ok(Transformed::no(plan));
-        };
-        let only_snapshot = |e: &Expr| matches!(e, Expr::Column(c) if c.name == SNAPSHOT_COLUMN);
-        if !aggregate.aggr_expr.iter().all(is_count_star)
-            || aggregate.group_expr.len() != 1
-            || !aggregate.group_expr.iter().all(only_snapshot)
-            || scan.fetch.is_some()
-            || scan.projected_schema.fields().len() > 1
-            || scan
-                .projected_schema
-                .fields()
-                .iter()
-                .any(|f| f.name() != SNAPSHOT_COLUMN)
-        {
-            return Ok(Transformed::no(plan));
-        }
-        let Ok(provider) = source_as_provider(&scan.source) else {
-            return Ok(Transformed::no(plan));
-        };
-        let Some(table) = provider.downcast_ref::<SnapshotTable>() else {
-            return Ok(Transformed::no(plan));
-        };
-        // The scan's filters name the table; the files' partition values do not.
-        let filters = unnormalize_cols(scan.filters.iter().cloned());
-        let Some(snapshots) = table.rows_per_snapshot(&filters)? else {
-            return Ok(Transformed::no(plan));
-        };
-        // Values with the aggregate's columns unqualified, then a projection giving each
-        // its qualifier back: the plan above sees the aggregate's own schema.
-        let fields: Vec<Field> = aggregate
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let schema = Arc::new(DFSchema::from_unqualified_fields(
-            fields.into(),
-            HashMap::new(),
-        )?);
-        let counts = aggregate.aggr_expr.len();
-        let rows = if snapshots.is_empty() {
-            LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema,
-            })
-        } else {
-            let values = snapshots
-                .into_iter()
-                .map(|(micros, rows)| {
-                    let snapshot =
-                        ScalarValue::TimestampMicrosecond(Some(micros), Some(UTC.into()));
-                    let count = ScalarValue::Int64(Some(i64::try_from(rows).unwrap_or(i64::MAX)));
-                    let mut row = vec![Expr::Literal(snapshot, None)];
-                    row.extend((0..counts).map(|_| Expr::Literal(count.clone(), None)));
-                    row
-                })
-                .collect();
-            LogicalPlan::Values(Values { schema, values })
-        };
-        let names = aggregate
-            .schema
-            .iter()
-            .map(|(qualifier, f)| {
-                Expr::Column(Column::new_unqualified(f.name()))
-                    .alias_qualified(qualifier.cloned(), f.name())
-            })
-            .collect();
-        let projected = Projection::try_new(names, Arc::new(rows))?;
-        Ok(Transformed::yes(LogicalPlan::Projection(projected)))
     }
 }
 

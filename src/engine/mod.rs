@@ -5,25 +5,19 @@
 //! earlier snapshot. Queries return DataFrames: the caller decides to stream, collect or
 //! write.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
-use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, ScalarUDF};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionConfig;
 
-use crate::catalog::{SnapshotTable, SnapshotsFromManifests, snapshots_table};
-use crate::constant_in::SemiJoinOnConstants;
 use crate::error::{Error, Result};
-use crate::keyed_counts::GroupedCounts;
-use crate::lag::{SortedLag, UnorderedLag};
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
@@ -32,16 +26,22 @@ use crate::odata::{ODataError, ODataQuery};
 use crate::output::{Envelope, Format};
 use crate::schema::Table;
 use crate::snapshot::{Manifest, SnapshotId};
-use crate::view_eq::ShortLiteralEquality;
+
+pub mod catalog;
+mod guard;
+mod operators;
+pub mod options;
+mod rules;
+
+use catalog::{SnapshotTable, page_index_option_set, snapshots_table};
+pub use options::{MdesnapOptions, PLAIN_ENGINE_VAR};
+use rules::{
+    GroupedCounts, SemiJoinOnConstants, ShortLiteralEquality, SnapshotsFromManifests, SortedLag,
+    UnorderedLag,
+};
 
 /// Rows per batch in queries, unless `DATAFUSION_EXECUTION_BATCH_SIZE` says otherwise.
 pub const BATCH_ROWS: usize = 32 * 1024;
-
-/// Whether the user chose whether page indexes are read
-/// (`DATAFUSION_EXECUTION_PARQUET_ENABLE_PAGE_INDEX`); otherwise mdesnap decides per scan.
-pub(crate) fn page_index_option_set() -> bool {
-    std::env::var_os("DATAFUSION_EXECUTION_PARQUET_ENABLE_PAGE_INDEX").is_some()
-}
 
 /// A statement planned: its DataFrame, and for an OData request how its result is
 /// written (`@odata.context`, `@odata.count`, API records).
@@ -72,6 +72,19 @@ pub struct ODataResponse {
     pub query: ODataQuery,
 }
 
+/// How an [`Engine`] is opened.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// The latest tables read the newest snapshot at or before this time.
+    pub as_of: Option<DateTime<Utc>>,
+    /// DataFusion alone: every rule, operator and catalog answer of mdesnap's off
+    /// ([`MdesnapOptions::plain_engine`]). `MDESNAP_PLAIN_ENGINE=1` sets it too.
+    pub plain: bool,
+    /// The most memory, in bytes, that a query's operators may hold (DataFusion's
+    /// memory pool); a query that needs more ends with an error naming the limit.
+    pub memory_limit: Option<usize>,
+}
+
 /// SQL over a lake.
 pub struct Engine {
     ctx: SessionContext,
@@ -97,6 +110,22 @@ impl Engine {
     /// A missing lake, a lake without committed snapshots, or an `as_of` before the
     /// first snapshot is an error. Broken manifests are skipped with a warning.
     pub fn open(lake: impl Into<Lake>, as_of: Option<DateTime<Utc>>) -> Result<Self> {
+        Self::open_with(
+            lake,
+            EngineOptions {
+                as_of,
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Opens `lake` as [`Engine::open`] does, with the given options.
+    pub fn open_with(lake: impl Into<Lake>, options: EngineOptions) -> Result<Self> {
+        let EngineOptions {
+            as_of,
+            plain,
+            memory_limit,
+        } = options;
         let lake = lake.into();
         // DATAFUSION_* environment variables set DataFusion's options, as in
         // datafusion-cli (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`).
@@ -126,13 +155,23 @@ impl Engine {
             // -> 54.1 ms; a join of two whole histories 444 -> 357 ms.
             config.options_mut().optimizer.repartition_joins = false;
         }
+        let switches = MdesnapOptions {
+            plain_engine: plain || options::plain_from_env(),
+            ..MdesnapOptions::default()
+        };
+        config = config.with_option_extension(switches);
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(bytes) = memory_limit {
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
         // After DataFusion's own physical rules: comparisons with short string literals
-        // are decided on whole string views (`crate::view_eq`), counts grouped by
-        // partition values and strings are counted a batch at a time (`crate::keyed_counts`),
-        // `lag()` over sorted input is a shifted copy (`crate::lag`), and where nothing
+        // are decided on whole string views (`rules::ShortLiteralEquality`), counts grouped by
+        // partition values and strings are counted a batch at a time (`rules::GroupedCounts`),
+        // `lag()` over sorted input is a shifted copy (`rules::SortedLag`), and where nothing
         // above a `lag()` depends on row order its rows are grouped instead of sorted.
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(ShortLiteralEquality))
             .with_physical_optimizer_rule(Arc::new(GroupedCounts))
@@ -189,6 +228,14 @@ impl Engine {
     }
 
     fn register(&mut self) -> Result<()> {
+        self.current = self.register_tables()?;
+        Ok(())
+    }
+
+    /// Registers every table over the manifests read, with the switches the session
+    /// holds now; returns the snapshot the latest tables read.
+    fn register_tables(&self) -> Result<Option<SnapshotId>> {
+        let switches = MdesnapOptions::from_config(self.ctx.state().config_options());
         if self.scan.snapshots.is_empty() {
             if let Some(b) = self.scan.broken.last() {
                 return Err(Error::BrokenSnapshot {
@@ -219,8 +266,8 @@ impl Engine {
         }
         let all: Vec<&Manifest> = self.scan.snapshots.iter().collect();
         for table in Table::ALL {
-            let latest_table = SnapshotTable::new(&self.lake, table, &[latest], false);
-            let history = SnapshotTable::new(&self.lake, table, &all, true);
+            let latest_table = SnapshotTable::new(&self.lake, table, &[latest], false, &switches);
+            let history = SnapshotTable::new(&self.lake, table, &all, true, &switches);
             self.ctx.deregister_table(table.name())?;
             self.ctx.deregister_table(table.history_name())?;
             self.ctx
@@ -229,15 +276,14 @@ impl Engine {
                 .register_table(table.history_name(), Arc::new(history))?;
         }
         for table in Table::CHANGES {
-            let changes = SnapshotTable::new(&self.lake, table, &all, true);
+            let changes = SnapshotTable::new(&self.lake, table, &all, true, &switches);
             self.ctx.deregister_table(table.name())?;
             self.ctx.register_table(table.name(), Arc::new(changes))?;
         }
         self.ctx.deregister_table("snapshots")?;
         self.ctx
             .register_table("snapshots", Arc::new(snapshots_table(&self.scan)?))?;
-        self.current = latest_id;
-        Ok(())
+        Ok(latest_id)
     }
 
     /// Plans one SQL statement.
@@ -246,19 +292,29 @@ impl Engine {
     /// lake folder and `INSERT` into a table stored there are refused, and so is any
     /// `CREATE`/`DROP` that would replace or remove one of the lake's tables in this
     /// session. Other session-only DDL (views, memory tables, external tables
-    /// elsewhere) works as DataFusion defines it. A byte order mark at the start (a
-    /// `.sql` file saved by some editors) is ignored.
+    /// elsewhere) works as DataFusion defines it. The whole plan is looked at, so a
+    /// write wrapped in `EXPLAIN ANALYZE`, a subquery or a `PREPARE` is refused too. A
+    /// byte order mark at the start (a `.sql` file saved by some editors) is ignored.
+    ///
+    /// `SET mdesnap.NAME = ...` turns a rule of mdesnap's on or off
+    /// ([`MdesnapOptions`]) for the statements after it.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let sql = sql.trim_start_matches('\u{feff}');
         let plan = self.ctx.state().create_logical_plan(sql).await?;
-        self.guard_lake(&plan)?;
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        guard::check_plan(&plan, &self.lake, &self.tables())?;
+        let sets_switch = guard::sets_mdesnap_option(&plan);
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        if sets_switch {
+            // The tables hold the catalog's switch from when they were registered.
+            self.register_tables()?;
+        }
+        Ok(df)
     }
 
     /// Refuses `path` when it lies inside the lake folder: results written by
     /// `what` (`--output`, `\\o`) never land among the lake's files.
     pub fn guard_path(&self, what: &'static str, path: &Path) -> Result<()> {
-        if path_inside(&self.lake, &path.to_string_lossy()) {
+        if guard::path_inside(&self.lake, &path.to_string_lossy()) {
             return Err(Error::WriteInLake {
                 statement: what,
                 target: path.display().to_string(),
@@ -266,53 +322,6 @@ impl Engine {
             });
         }
         Ok(())
-    }
-
-    /// Refuses a plan that would write inside the lake or replace its tables.
-    fn guard_lake(&self, plan: &LogicalPlan) -> Result<()> {
-        let refuse_path = |statement: &'static str, target: &str| -> Result<()> {
-            if path_inside(&self.lake, target) {
-                return Err(Error::WriteInLake {
-                    statement,
-                    target: target.to_string(),
-                    lake: self.lake.to_string(),
-                });
-            }
-            Ok(())
-        };
-        let refuse_table = |statement: &'static str, name: &TableReference| -> Result<()> {
-            let table = name.table();
-            if self.tables().iter().any(|t| t.eq_ignore_ascii_case(table)) {
-                return Err(Error::LakeTable {
-                    statement,
-                    table: table.to_string(),
-                });
-            }
-            Ok(())
-        };
-        match plan {
-            LogicalPlan::Copy(copy) => refuse_path("COPY", &copy.output_url),
-            LogicalPlan::Dml(dml) => {
-                refuse_table("INSERT, UPDATE or DELETE", &dml.table_name)?;
-                if let Ok(provider) = source_as_provider(&dml.target)
-                    && let Some(listing) = provider.downcast_ref::<ListingTable>()
-                {
-                    for url in listing.table_paths() {
-                        refuse_path("INSERT", url.as_str())?;
-                    }
-                }
-                Ok(())
-            }
-            LogicalPlan::Ddl(ddl) => match ddl {
-                DdlStatement::CreateExternalTable(c) => refuse_table("CREATE", &c.name),
-                DdlStatement::CreateMemoryTable(c) => refuse_table("CREATE", &c.name),
-                DdlStatement::CreateView(c) => refuse_table("CREATE", &c.name),
-                DdlStatement::DropTable(d) => refuse_table("DROP", &d.name),
-                DdlStatement::DropView(d) => refuse_table("DROP", &d.name),
-                _ => Ok(()),
-            },
-            _ => Ok(()),
-        }
     }
 
     /// Plans an OData request (`machines?$filter=...`), with API property names.
@@ -530,47 +539,5 @@ impl Engine {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether `target` (a path or `file://` URL, as a statement names it) lies inside
-/// `lake`. Both are resolved the way the filesystem will: relative to the working
-/// folder, through symbolic links, with `..` taken into account. No local path is
-/// inside a lake in an object store, and no statement can write there (the lake's
-/// store is registered under a scheme of its own).
-fn path_inside(lake: &Lake, target: &str) -> bool {
-    let Some(lake) = lake.local_path() else {
-        return false;
-    };
-    let text = target.strip_prefix("file://").unwrap_or(target);
-    if text.contains("://") {
-        // Another scheme: not a local path, so not this lake's folder.
-        return false;
-    }
-    let resolve = |p: &Path| -> Option<PathBuf> {
-        let abs = std::path::absolute(p).ok()?;
-        // Canonicalize the longest part that exists, then append the rest.
-        let mut existing = abs.clone();
-        let mut rest = Vec::new();
-        while !existing.exists() {
-            rest.push(existing.file_name()?.to_os_string());
-            existing = existing.parent()?.to_path_buf();
-        }
-        let mut out = existing.canonicalize().ok()?;
-        for part in rest.iter().rev() {
-            match part.to_str() {
-                Some("..") => {
-                    out.pop();
-                }
-                Some(".") => {}
-                _ => out.push(part),
-            }
-        }
-        Some(out)
-    };
-    match (resolve(lake), resolve(Path::new(text))) {
-        (Some(lake), Some(target)) => target.starts_with(&lake),
-        // When either cannot be resolved, say "inside": refusing is the safe side.
-        _ => true,
     }
 }

@@ -15,7 +15,7 @@
 //! adds up set bits. A `count(DISTINCT ...)` of a string view column keeps the values
 //! of every group in one table (`distinct::ByteSet`); of a partition column, one value
 //! per group a batch.
-//! [`GroupedCounts`] puts it in place of a partial `AggregateExec` that computes nothing
+//! `GroupedCounts` (`engine::rules`) puts it in place of a partial `AggregateExec` that computes nothing
 //! but `count` (no `ORDER BY`), grouped by one to four columns, each a `Utf8View` or
 //! `BinaryView` column or a partition column of the file scan straight below. A
 //! `DISTINCT` count needs that scan straight below, and its argument a string view
@@ -40,7 +40,6 @@ use arrow::compute::kernels::cmp::eq;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -48,7 +47,6 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -61,7 +59,7 @@ use datafusion::scalar::ScalarValue;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::stand_in::{stand_in, stand_in_everywhere};
+use super::stand_in::stand_in;
 
 mod distinct;
 use distinct::{Distinct, by_bytes};
@@ -130,7 +128,7 @@ impl KeyedCountExec {
     /// `Some` when `aggregate` is a partial aggregate of counts grouped by string view
     /// columns and partition columns of the file scan straight below (see the module
     /// docs for the distinct counts it takes).
-    fn of(aggregate: &AggregateExec) -> Option<KeyedCountExec> {
+    pub(crate) fn of(aggregate: &AggregateExec) -> Option<KeyedCountExec> {
         if *aggregate.mode() != AggregateMode::Partial
             || aggregate.limit_options().is_some()
             || *aggregate.input_order_mode() != InputOrderMode::Linear
@@ -986,29 +984,6 @@ fn constant(keys: &ArrayRef) -> DfResult<bool> {
     Ok(eq(keys, &first)?.true_count() == keys.len())
 }
 
-/// Puts [`KeyedCountExec`] in place of partial aggregates where it applies; runs after
-/// DataFusion's own physical rules and `ShortLiteralEquality`, whose `FILTER`s it keeps.
-#[derive(Debug, Default)]
-pub(crate) struct GroupedCounts;
-
-impl PhysicalOptimizerRule for GroupedCounts {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        stand_in_everywhere(plan, KeyedCountExec::of)
-    }
-
-    fn name(&self) -> &str {
-        "grouped_counts"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1274,7 +1249,8 @@ mod tests {
             .with_config(SessionConfig::new().with_target_partitions(2))
             .with_default_features();
         if with_rule {
-            state = state.with_physical_optimizer_rule(Arc::new(GroupedCounts));
+            state =
+                state.with_physical_optimizer_rule(Arc::new(crate::engine::rules::GroupedCounts));
         }
         let ctx = SessionContext::new_with_state(state.build());
         ctx.register_table("t", Arc::new(table)).expect("registers");

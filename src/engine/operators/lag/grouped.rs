@@ -6,7 +6,7 @@
 //! compute, and `LagExec`'s comparisons of adjacent ids 300 more (query 10 of the suite,
 //! docs/benchmarks.md). A `lag` needs only each partition's rows in order. Where its rows
 //! then go to an aggregate, a sort, or another operator whose answer does not depend on
-//! the order its input arrives in, [`UnorderedLag`] puts [`GroupedLagExec`] in place of
+//! the order its input arrives in, `UnorderedLag` (`engine::rules`) puts [`GroupedLagExec`] in place of
 //! the `LagExec` and the sort beneath it. It reads the whole partition (as the sort did),
 //! numbers each row's partition keys with a hash table, lays the rows out group by group
 //! (a counting sort on the numbers), orders each group by the window's `ORDER BY` key,
@@ -23,30 +23,22 @@ use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::AggregateExec;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::BoundedWindowAggExec;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, InputOrderMode,
-    PlanProperties, SendableRecordBatchStream, replace_children_if_necessary,
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
+    SendableRecordBatchStream,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Lag, LagExec, show};
-use crate::keyed_counts::KeyedCountExec;
-use crate::stand_in::stand_in;
+use crate::engine::operators::stand_in::stand_in;
 
 /// A row's place in its group that has no row `k` places up: the `lag` is the default.
 const NO_ROW: u32 = u32::MAX;
@@ -78,7 +70,7 @@ struct Spec {
 impl GroupedLagExec {
     /// `Some` when `lag` reads a sort of its own input partitions, and its window orders
     /// by one integer or temporal key.
-    fn of(lag: &LagExec) -> Option<GroupedLagExec> {
+    pub(crate) fn of(lag: &LagExec) -> Option<GroupedLagExec> {
         let sort = lag.planned.input().downcast_ref::<SortExec>()?;
         let input = Arc::clone(sort.input());
         if sort.fetch().is_some()
@@ -438,86 +430,12 @@ fn number(arrays: &[ArrayRef], total: usize) -> DfResult<(Vec<u32>, usize)> {
     Ok((numbers, seen.0.len()))
 }
 
-/// Puts [`GroupedLagExec`] in place of a [`LagExec`] over a sort wherever nothing above it
-/// depends on the order of its rows; runs after [`super::SortedLag`].
-#[derive(Debug, Default)]
-pub(crate) struct UnorderedLag;
-
-impl PhysicalOptimizerRule for UnorderedLag {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // The rows a plan returns are in an order its user may rely on.
-        rewrite(plan, false)
-    }
-
-    fn name(&self) -> &str {
-        "unordered_lag"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
-/// `plan` with its `LagExec`s replaced where they may be; `order_free` says whether the
-/// operator above `plan` answers the same whatever order `plan`'s rows come in.
-fn rewrite(plan: Arc<dyn ExecutionPlan>, order_free: bool) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let plan = if order_free {
-        stand_in(plan, GroupedLagExec::of).data
-    } else {
-        plan
-    };
-    let free = ignores_input_order(plan.as_ref(), order_free);
-    let children = plan
-        .children()
-        .into_iter()
-        .map(|child| rewrite(Arc::clone(child), free))
-        .collect::<DfResult<Vec<_>>>()?;
-    if children.is_empty() {
-        return Ok(plan);
-    }
-    replace_children_if_necessary(plan, children)
-}
-
-/// Whether `node` answers the same whatever order its input rows come in (within each
-/// partition), given whether the order of its own output matters (`order_free`).
-/// Aggregates that no function of depends on order, full sorts and the counting and
-/// grouping operators always do; filters, projections, and merges and repartitions
-/// that keep no order do when their own output's order does not matter.
-fn ignores_input_order(node: &dyn ExecutionPlan, order_free: bool) -> bool {
-    if node.required_input_ordering().iter().any(Option::is_some) {
-        return false;
-    }
-    if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
-        return *aggregate.input_order_mode() == InputOrderMode::Linear
-            && aggregate
-                .aggr_expr()
-                .iter()
-                .all(|e| e.order_sensitivity().is_insensitive());
-    }
-    if let Some(sort) = node.downcast_ref::<SortExec>() {
-        return sort.fetch().is_none();
-    }
-    if node.is::<KeyedCountExec>() || node.is::<GroupedLagExec>() {
-        return true;
-    }
-    let passes_rows_on = node.is::<FilterExec>()
-        || node.is::<ProjectionExec>()
-        || node.is::<CoalescePartitionsExec>()
-        || node
-            .downcast_ref::<RepartitionExec>()
-            .is_some_and(|r| !r.preserve_order());
-    order_free && passes_rows_on && node.fetch().is_none()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::SortedLag;
     use super::super::tests::run_with;
     use super::*;
+    use crate::engine::rules::{SortedLag, UnorderedLag};
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
 
     /// The rows `sql` answers, and its physical plan; with `rules`, mdesnap's two `lag`
     /// rules, else DataFusion's operators alone.

@@ -1,6 +1,6 @@
 //! Operators of mdesnap's standing in for DataFusion's where they compute the same rows.
 //!
-//! `LagExec` (`crate::lag`) and `KeyedCountExec` (`crate::keyed_counts`) each replace one
+//! `LagExec` (`operators::lag`) and `KeyedCountExec` (`operators::keyed_counts`) each replace one
 //! kind of DataFusion operator, keep it to take their properties and requirements from,
 //! and apply only where a constructor (`of`) accepts it; a plan rewritten with new
 //! children is checked again.

@@ -34,6 +34,8 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::scalar::ScalarValue;
 
+use crate::engine::options::{MdesnapOptions, Switch};
+
 /// The longest value a view holds inline.
 const INLINE_BYTES: usize = 12;
 
@@ -190,8 +192,11 @@ impl PhysicalOptimizerRule for ShortLiteralEquality {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !MdesnapOptions::from_config(config).on(Switch::ShortLiteralEquality) {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             if let Some(filter) = node.downcast_ref::<FilterExec>() {
                 let predicate = rewrite(filter.predicate(), &filter.input().schema())?;

@@ -8,7 +8,7 @@
 //! rows up when the keys there are the same, else the default: a shifted copy of `x` and
 //! one comparison of the keys with the keys `k` rows up, whole arrays at once.
 //!
-//! [`SortedLag`] swaps a `BoundedWindowAggExec` whose input is sorted by its partition
+//! `SortedLag` (`engine::rules`) swaps a `BoundedWindowAggExec` whose input is sorted by its partition
 //! keys (mode `Sorted`) and whose every window function is a plain `lag` (a literal
 //! offset from 1 to [`MAX_OFFSET`], a literal default or none, no `IGNORE NULLS`) for
 //! [`LagExec`]. Everything else keeps DataFusion's operator.
@@ -24,12 +24,10 @@ use arrow::compute::{and, concat};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, StandardWindowExpr, WindowUDFExpr};
@@ -40,11 +38,11 @@ use datafusion::physical_plan::{
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
-use crate::stand_in::{stand_in, stand_in_everywhere};
+use super::stand_in::stand_in;
 
 mod grouped;
 
-pub(crate) use grouped::UnorderedLag;
+pub(crate) use grouped::GroupedLagExec;
 
 /// The largest offset [`LagExec`] takes: it carries that many rows from batch to batch.
 const MAX_OFFSET: usize = 4096;
@@ -146,7 +144,7 @@ pub(crate) struct LagExec {
 impl LagExec {
     /// `Some` when every window function of `window` is a [`Lag`] and its input arrives
     /// sorted by the partition keys.
-    fn of(window: &BoundedWindowAggExec) -> Option<LagExec> {
+    pub(crate) fn of(window: &BoundedWindowAggExec) -> Option<LagExec> {
         if window.input_order_mode != InputOrderMode::Sorted {
             return None;
         }
@@ -420,29 +418,6 @@ fn last(head: &ArrayRef, batch: &ArrayRef, depth: usize) -> ArrayRef {
     }
 }
 
-/// Puts [`LagExec`] in place of `BoundedWindowAggExec` where it applies; runs after
-/// DataFusion's own physical rules, once sorts and repartitions are placed.
-#[derive(Debug, Default)]
-pub(crate) struct SortedLag;
-
-impl PhysicalOptimizerRule for SortedLag {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        stand_in_everywhere(plan, LagExec::of)
-    }
-
-    fn name(&self) -> &str {
-        "sorted_lag"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +425,7 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -562,7 +538,7 @@ mod tests {
     /// The rows `sql` answers over [`table`], and whether its plan holds a [`LagExec`].
     async fn run(sql: &str, with_rule: bool) -> (String, bool) {
         let rules: &[Arc<dyn PhysicalOptimizerRule + Send + Sync>] = if with_rule {
-            &[Arc::new(SortedLag)]
+            &[Arc::new(crate::engine::rules::SortedLag)]
         } else {
             &[]
         };

@@ -17,6 +17,8 @@ use datafusion::logical_expr::{Expr, Filter, JoinType, LogicalPlan, SortExpr, li
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use datafusion::scalar::ScalarValue;
 
+use crate::engine::options::{MdesnapOptions, Switch};
+
 /// The most rows a subquery may have (before its `LIMIT`) to be worked out while planning.
 const MAX_ROWS: usize = 10_000;
 
@@ -45,8 +47,11 @@ impl OptimizerRule for SemiJoinOnConstants {
     fn rewrite(
         &self,
         plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
+        config: &dyn OptimizerConfig,
     ) -> DfResult<Transformed<LogicalPlan>> {
+        if !MdesnapOptions::from_config(&config.options()).on(Switch::SemiJoinOnConstants) {
+            return Ok(Transformed::no(plan));
+        }
         let LogicalPlan::Join(join) = &plan else {
             return Ok(Transformed::no(plan));
         };
