@@ -133,3 +133,50 @@ mod tests {
         assert!(config.set("mdesnap.no_such_rule", "true").is_err());
     }
 }
+
+/// A memory size as `--memory-limit` takes it: bytes, or a number with `K`, `M`, `G`
+/// or `T` (powers of 1,024, with or without `i` and `B`, any case): `512M`, `2GiB`.
+pub fn parse_memory_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 512M, 2G, 1073741824)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "'{other}' in '{text}' is not a unit (K, M, G or T)"
+            ));
+        }
+    };
+    let bytes = number * f64::from(1_u32 << (shift / 2)) * f64::from(1_u32 << (shift - shift / 2));
+    if !bytes.is_finite() || bytes < 1.0 || bytes > usize::MAX as f64 {
+        return Err(format!("'{text}' is not a usable memory size"));
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_memory_size;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_memory_size("1024"), Ok(1024));
+        assert_eq!(parse_memory_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_memory_size("64 kb"), Ok(64 << 10));
+        for bad in ["", "M", "12X", "-1G", "0", "1e3"] {
+            assert!(parse_memory_size(bad).is_err(), "{bad}");
+        }
+    }
+}

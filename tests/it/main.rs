@@ -16,6 +16,7 @@ mod plans;
 mod repl;
 mod sample_data;
 mod snapshots;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -13,7 +13,7 @@ use mdesnap::Cancel;
 use mdesnap::changes;
 use mdesnap::demo::{DemoOptions, GUIDE, SAMPLE_QUERIES, prepare};
 use mdesnap::emulator::Profile;
-use mdesnap::engine::Planned;
+use mdesnap::engine::{EngineOptions, Planned};
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{Lake, PruneOptions, parse_duration, prune, scan_lake};
@@ -285,10 +285,35 @@ Example:\n  mdesnap odata parse \"riskScore eq 'High' and not (osBuild add 1 gt 
     },
 }
 
+/// How the query engine runs, for `query` and `repl`.
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// The most memory a query's operators may hold (512M, 2G, bytes): past it the query ends with an error instead of the process running out of memory; DataFusion's sorts and aggregates spill to disk first
+    #[arg(long, value_name = "SIZE", value_parser = mdesnap::engine::options::parse_memory_size)]
+    memory_limit: Option<usize>,
+}
+
+impl EngineArgs {
+    /// Opens `lake` at `as_of` with these settings (and `MDESNAP_PLAIN_ENGINE`).
+    fn open(&self, lake: &Lake, as_of: Option<&str>) -> Result<Engine, Failure> {
+        let as_of = as_of.map(parse_time).transpose()?;
+        Ok(Engine::open_with(
+            lake.clone(),
+            EngineOptions {
+                as_of,
+                memory_limit: self.memory_limit,
+                ..EngineOptions::default()
+            },
+        )?)
+    }
+}
+
 #[derive(Debug, Args)]
 struct QueryArgs {
     #[command(flatten)]
     lake: LakeArg,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Point the latest tables at the last snapshot taken at or before TIME (RFC 3339, a date, or a snapshot id)
     #[arg(long, value_name = "TIME")]
     as_of: Option<String>,
@@ -309,6 +334,8 @@ struct QueryArgs {
 struct ReplArgs {
     #[command(flatten)]
     lake: LakeArg,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Point the latest tables at the last snapshot taken at or before TIME (RFC 3339, a date, or a snapshot id)
     #[arg(long, value_name = "TIME")]
     as_of: Option<String>,
@@ -539,9 +566,25 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("error: {}", error_chain(&e));
+            if out_of_memory(&e) {
+                eprintln!(
+                    "hint: the query needs more memory than --memory-limit gives it: raise the limit, or narrow the query (a filter on snapshot, fewer columns)"
+                );
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `e` is DataFusion's memory pool refusing an operator (`--memory-limit`).
+fn out_of_memory(e: &anyhow::Error) -> bool {
+    use datafusion::error::DataFusionError;
+    let exhausted =
+        |d: &DataFusionError| matches!(d.find_root(), DataFusionError::ResourcesExhausted(_));
+    e.chain().any(|c| {
+        c.downcast_ref::<DataFusionError>().is_some_and(exhausted)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::DataFusion(d)) if exhausted(d))
+    })
 }
 
 /// The error and its causes on one line, leaving out a cause whose text the line
@@ -628,8 +671,7 @@ async fn dispatch(command: Command, cancel: Cancel) -> Result<(), Failure> {
 }
 
 async fn query(args: QueryArgs) -> Result<(), Failure> {
-    let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
-    let engine = Engine::open(&args.lake.lake, as_of)?;
+    let engine = args.engine.open(&args.lake.lake, args.as_of.as_deref())?;
     let names = if args.sql_names {
         Names::Sql
     } else {
@@ -684,8 +726,7 @@ fn console_failure(e: ReplError) -> Failure {
 }
 
 async fn repl(args: ReplArgs) -> Result<(), Failure> {
-    let as_of = args.as_of.as_deref().map(parse_time).transpose()?;
-    let engine = Engine::open(&args.lake.lake, as_of)?;
+    let engine = args.engine.open(&args.lake.lake, args.as_of.as_deref())?;
     let interrupts = Interrupts::new().context("installing the Ctrl-C handler")?;
     let mut session = Session::new(engine, Some(interrupts));
     session.settings.format = args.format;

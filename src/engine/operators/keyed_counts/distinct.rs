@@ -32,6 +32,14 @@ pub(super) enum Distinct {
 }
 
 impl Distinct {
+    /// The bytes the set holds, about: what it reserves from the memory pool.
+    pub(super) fn memory_size(&self) -> usize {
+        match self {
+            Distinct::Bytes(set) => set.memory_size(),
+            Distinct::Scalars(set) => set.capacity() * size_of::<(u32, ScalarValue)>(),
+        }
+    }
+
     /// The set for an argument of type `data_type`.
     pub(super) fn new(data_type: &DataType) -> Distinct {
         if by_bytes(data_type) {
@@ -169,6 +177,13 @@ struct Entry {
 }
 
 impl ByteSet {
+    /// The bytes the table, its entries and their values take.
+    fn memory_size(&self) -> usize {
+        self.slots.capacity() * size_of::<u64>()
+            + self.entries.capacity() * size_of::<Entry>()
+            + self.bytes.capacity()
+    }
+
     /// Adds `value` to `group`'s values, if it is not one of them yet.
     pub(super) fn insert(&mut self, group: u32, value: &[u8]) -> DfResult<()> {
         let prefix = prefix(value);

@@ -44,6 +44,7 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -301,8 +302,13 @@ impl ExecutionPlan for KeyedCountExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let tally = Tally::new(self.schema(), self.keys.clone(), self.counts.clone());
         let planned = Arc::clone(&self.planned);
+        // The groups and distinct sets grow with the partition: what they hold is
+        // reserved from the session's memory pool as they grow.
+        let reservation = MemoryConsumer::new(format!("KeyedCountExec[{partition}]"))
+            .register(context.memory_pool());
         let counted =
-            futures::stream::once(count(input, tally, planned, context, baseline)).try_flatten();
+            futures::stream::once(count(input, tally, reservation, planned, context, baseline))
+                .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             counted,
@@ -319,6 +325,7 @@ impl ExecutionPlan for KeyedCountExec {
 async fn count(
     mut input: SendableRecordBatchStream,
     mut tally: Tally,
+    reservation: MemoryReservation,
     planned: Arc<AggregateExec>,
     context: Arc<TaskContext>,
     baseline: BaselineMetrics,
@@ -327,10 +334,12 @@ async fn count(
         let batch = batch?;
         let timer = baseline.elapsed_compute().timer();
         if tally.add(&batch)? {
+            reservation.try_resize(tally.memory_size())?;
             continue;
         }
         // The final step adds up a group's rows from both.
         let out = tally.finish()?;
+        reservation.free();
         timer.done();
         baseline.record_output(out.num_rows());
         let runs = Runs {
@@ -705,6 +714,26 @@ struct Tally {
     tallies: Vec<i64>,
     /// Per count, for a distinct count, its values so far (from its first batch on).
     sets: Vec<Option<Distinct>>,
+}
+
+impl Tally {
+    /// The bytes its groups, counts and distinct sets hold, about.
+    fn memory_size(&self) -> usize {
+        let codes: usize = self
+            .codes
+            .iter()
+            .map(|c| {
+                c.bytes.capacity() * (size_of::<(Box<[u8]>, u32)>() + 16)
+                    + c.scalars.capacity() * size_of::<(ScalarValue, u32)>()
+            })
+            .sum();
+        let sets: usize = self.sets.iter().flatten().map(Distinct::memory_size).sum();
+        codes
+            + self.groups.capacity() * size_of::<(u128, u32)>()
+            + self.group_codes.capacity() * size_of::<u32>()
+            + self.tallies.capacity() * size_of::<i64>()
+            + sets
+    }
 }
 
 /// A batch is counted here when its keys' combinations number at most one per this many

@@ -25,6 +25,7 @@ use datafusion::common::hash_utils::RandomState;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -42,6 +43,10 @@ use crate::engine::operators::stand_in::stand_in;
 
 /// A row's place in its group that has no row `k` places up: the `lag` is the default.
 const NO_ROW: u32 = u32::MAX;
+
+/// What grouping takes per row besides the row itself: its group's number, its place
+/// in the layout and where its lag comes from (three `u32`), and the hash table's share.
+const WORK_BYTES_PER_ROW: usize = 16;
 
 /// [`LagExec`] and the sort beneath it, computed by grouping instead of sorting: each
 /// output batch is an input batch, in the order they came, plus one column per `lag`.
@@ -186,15 +191,29 @@ impl ExecutionPlan for GroupedLagExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
+        // The partition's rows are held until its last arrives: they, and the numbers
+        // the grouping keeps per row, are reserved from the session's memory pool, so a
+        // memory limit ends an oversized partition with an error naming this operator.
+        let reservation = MemoryConsumer::new(format!("GroupedLagExec[{partition}]"))
+            .register(context.memory_pool());
+        let mut input = self.input.execute(partition, context)?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let spec = Arc::clone(&self.spec);
         let lagged = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                reservation.try_grow(
+                    batch.get_array_memory_size() + batch.num_rows() * WORK_BYTES_PER_ROW,
+                )?;
+                batches.push(batch);
+            }
             let out = {
                 let _timer = baseline.elapsed_compute().timer();
                 spec.lagged(&batches)?
             };
+            drop(batches);
+            reservation.free();
             baseline.record_output(out.iter().map(RecordBatch::num_rows).sum());
             Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
         })
