@@ -56,6 +56,8 @@ pub enum LakeError {
         "lake {lake}: this writer's lock expired and was taken over before it committed (it was not renewed in time); nothing was published"
     )]
     LockLost { lake: String },
+    #[error("lake {lake}: cannot start the thread that renews the lock's lease: {source}")]
+    LockRenewal { lake: String, source: io::Error },
     #[error("lake {lake} is locked by another writer ({holder}); pass --wait to wait for it")]
     Locked { lake: String, holder: String },
     #[error("corrupt manifest {}: {source}", path.display())]
