@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::cancel::Cancel;
 use crate::lake::Lake;
-use crate::odata::shape::{api_records, api_type_array};
+use crate::schema::api_shape::{api_records, api_type_array};
 use crate::schema::{MACHINE_PROPERTIES, Table, UTC};
 use crate::snapshot::{Manifest, SnapshotId};
 
