@@ -4,11 +4,14 @@
 //! The pieces, bottom up:
 //! - [`schema`]: the tables and their columns, and the API name <-> column mapping;
 //! - [`snapshot`]: snapshot ids, the path scheme and the manifest;
-//! - [`lake`]: the writer with its atomic commit, the lock, the scan and pruning;
+//! - [`changes`]: what changed between two snapshots' batches, knowing no lake;
+//! - [`lake`]: the writer with its atomic commit (changes included), the lock, the
+//!   scan, pruning, and a snapshot's tables read whole;
 //! - [`decode`]: API records into Arrow batches (one path for every producer);
 //! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
 //! - [`catalog`] and [`engine`]: the lake's tables in DataFusion;
 //! - [`odata`]: the `$filter` language and query options, translated to DataFusion;
+//! - [`diff`]: `mdesnap diff`, the changes between any two snapshots of a lake;
 //! - [`output`]: the result formats of `mdesnap query`, the streaming table printer;
 //! - [`repl`]: the console: statements, meta-commands, the prompt.
 //!
@@ -27,6 +30,7 @@ pub mod changes;
 mod constant_in;
 pub mod decode;
 pub mod demo;
+pub mod diff;
 pub mod emulator;
 pub mod engine;
 pub mod error;
