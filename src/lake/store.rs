@@ -1256,22 +1256,23 @@ mod tests {
         futures::executor::block_on(fut)
     }
 
+    /// Publishing into `store` fails with `refused`, the upload aborted once and
+    /// nothing stored.
+    fn assert_aborted(store: &Arc<FailingParts>, refused: &str) {
+        let err = publish_three_parts(store).expect_err(refused);
+        assert!(err.to_string().contains(refused), "{err}");
+        assert_eq!(store.aborted(), 1, "the upload is aborted once");
+        assert_eq!(stored(store), None);
+    }
+
     #[test]
     fn a_multipart_upload_with_a_failed_part_is_aborted() {
-        let store = FailingParts::new(Some(1), false);
-        let err = publish_three_parts(&store).expect_err("a part failed");
-        assert!(err.to_string().contains("part refused"), "{err}");
-        assert_eq!(store.aborted(), 1, "the upload is aborted once");
-        assert_eq!(stored(&store), None);
+        assert_aborted(&FailingParts::new(Some(1), false), "part refused");
     }
 
     #[test]
     fn a_multipart_upload_whose_completion_fails_is_aborted() {
-        let store = FailingParts::new(None, true);
-        let err = publish_three_parts(&store).expect_err("completion failed");
-        assert!(err.to_string().contains("completion refused"), "{err}");
-        assert_eq!(store.aborted(), 1, "the upload is aborted once");
-        assert_eq!(stored(&store), None);
+        assert_aborted(&FailingParts::new(None, true), "completion refused");
     }
 
     #[test]
