@@ -3,9 +3,10 @@
 //! A machine present only in the later snapshot is `added`, one present only in the
 //! earlier is `removed`; a machine in both gets one `changed` row per property whose
 //! value differs, named by the API (`riskScore`), with the old and new values as
-//! text: strings as they are, times as the service writes them, numbers and
-//! booleans as JSON, lists and objects as compact JSON with the API's key names (so
-//! equal values give equal text). The keys kept in `extra` are compared one by one
+//! text: strings as they are, times as the service writes them but at the lake's
+//! microseconds (times that differ only in the API's seventh digit are equal), numbers
+//! and booleans as JSON, lists and objects as compact JSON with the API's key names
+//! (so equal values give equal text). The keys kept in `extra` are compared one by one
 //! and named by their own key. `lastSeen` moves on every check-in, so it is left
 //! out unless asked for.
 //!
