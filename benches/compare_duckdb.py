@@ -5,7 +5,7 @@ Each query is `NN_name.sql` (DataFusion's SQL, what mdesnap runs), with
 `NN_name.duckdb.sql` where DuckDB needs other spelling (the Hive `snapshot` column is
 text there) and `NN_name.odata` where the question has an OData twin.
 
-Method (docs/benchmarks.md, "Query speed"):
+Method (docs/benchmarks.md, "The query suite against DuckDB"):
 - mdesnap: the whole `mdesnap query --format csv` command, minus the same command's
   `SELECT 1`; median of RUNS after one warm-up run. The SELECT 1, the query and DuckDB's
   run take turns within each round, so that all three meet the same load.

@@ -3,9 +3,10 @@
 //! A machine present only in the later snapshot is `added`, one present only in the
 //! earlier is `removed`; a machine in both gets one `changed` row per property whose
 //! value differs, named by the API (`riskScore`), with the old and new values as
-//! text: strings as they are, times as the service writes them, numbers and
-//! booleans as JSON, lists and objects as compact JSON with the API's key names (so
-//! equal values give equal text). The keys kept in `extra` are compared one by one
+//! text: strings as they are, times as the service writes them but at the lake's
+//! microseconds (times that differ only in the API's seventh digit are equal), numbers
+//! and booleans as JSON, lists and objects as compact JSON with the API's key names
+//! (so equal values give equal text). The keys kept in `extra` are compared one by one
 //! and named by their own key. `lastSeen` moves on every check-in, so it is left
 //! out unless asked for.
 //!
@@ -15,8 +16,12 @@
 //! The writer computes both for each new snapshot against the previous one of the
 //! same scope (see [`previous_of`]), comparing batches as they are appended
 //! ([`MachineComparer`], [`AddressComparer`]), and commits them with it; `mdesnap
-//! diff` computes them between any two snapshots from their files. The earlier
-//! snapshot is held in memory while it is compared with.
+//! diff` computes them between any two snapshots from their files
+//! (`lake::changes_between`, shown by `crate::diff`). The earlier snapshot is held in
+//! memory while it is compared with.
+//!
+//! This module compares batches and knows nothing of where they come from: the lake
+//! reads snapshots and imports it, never the other way round.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,31 +30,22 @@ use arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     UInt32Array, make_comparator,
 };
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Field, Schema};
 use arrow::error::ArrowError;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use crate::cancel::Cancel;
-use crate::lake::Lake;
-use crate::odata::shape::{api_records, api_type_array};
+use crate::schema::api_shape::{api_records, api_type_array};
 use crate::schema::{MACHINE_PROPERTIES, Table, UTC};
 use crate::snapshot::{Manifest, SnapshotId};
 
 /// The API's name of the property that changes on every check-in.
 pub const LAST_SEEN: &str = "lastSeen";
 
-/// A failure reading a snapshot's files or comparing them.
+/// A failure comparing two snapshots.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangesError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: parquet::errors::ParquetError,
-    },
-    #[error(transparent)]
-    Lake(Box<crate::lake::LakeError>),
     #[error("comparing snapshots: {0}")]
     Arrow(#[from] ArrowError),
     #[error("cancelled")]
@@ -97,45 +93,6 @@ pub fn previous_of<'a>(
             && m.table(Table::Machines).is_some()
             && Scope::of(m) == *scope
     })
-}
-
-/// Reads every file of `table` in `manifest` into one batch (empty when the snapshot
-/// did not take it).
-pub fn read_table(
-    lake: &Lake,
-    manifest: &Manifest,
-    table: Table,
-) -> Result<RecordBatch, ChangesError> {
-    let schema = table.schema();
-    let mut batches = Vec::new();
-    if let Some(entry) = manifest.table(table) {
-        let contents = lake.read_many(entry.files.iter().map(|f| f.path.clone()).collect());
-        for (f, bytes) in entry.files.iter().zip(contents) {
-            let shown = lake.shown(&f.path).display().to_string();
-            let bytes = bytes.map_err(|e| ChangesError::Lake(Box::new(e)))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| {
-                    let rows = usize::try_from(f.rows)
-                        .unwrap_or(usize::MAX)
-                        .clamp(1, 1 << 20);
-                    b.with_batch_size(rows).build()
-                })
-                .map_err(|source| ChangesError::Read {
-                    path: shown.clone(),
-                    source,
-                })?;
-            for batch in reader {
-                batches.push(batch.map_err(|e| ChangesError::Read {
-                    path: shown.clone(),
-                    source: e.into(),
-                })?);
-            }
-        }
-    }
-    if batches.len() == 1 {
-        return Ok(batches.remove(0));
-    }
-    Ok(concat_batches(&schema, &batches)?)
 }
 
 /// The changes of `machines` from `old` to `new` (both with the machines schema),
@@ -628,7 +585,7 @@ impl AddressComparer {
 }
 
 /// A column of `n` times, all snapshot `id`'s (`previous_snapshot`, `snapshot`).
-fn timestamp_column(id: SnapshotId, n: usize) -> TimestampMicrosecondArray {
+pub(crate) fn timestamp_column(id: SnapshotId, n: usize) -> TimestampMicrosecondArray {
     TimestampMicrosecondArray::from(vec![id.micros(); n]).with_timezone(UTC)
 }
 
@@ -682,235 +639,12 @@ impl Rows {
     }
 }
 
-/// The changes between two committed snapshots, computed from their files.
+/// The changes between two snapshots: rows of `machine_changes` and
+/// `ip_address_changes` without their `snapshot` column.
 #[derive(Debug)]
 pub struct Diff {
     pub machines: RecordBatch,
     pub ip_addresses: RecordBatch,
-}
-
-/// Computes the changes from snapshot `from` to snapshot `to` of `lake`.
-pub fn diff(
-    lake: &Lake,
-    from: &Manifest,
-    to: &Manifest,
-    include_last_seen: bool,
-    cancel: &Cancel,
-) -> Result<Diff, ChangesError> {
-    let previous = from
-        .snapshot_id()
-        .map_err(|e| ArrowError::InvalidArgumentError(e.to_string()))?;
-    let (old, new) = std::thread::scope(|s| {
-        let old = s.spawn(|| read_table(lake, from, Table::Machines));
-        let new = read_table(lake, to, Table::Machines);
-        (old.join(), new)
-    });
-    let old = old.map_err(|_| ArrowError::ComputeError("reading thread panicked".into()))??;
-    let new = new?;
-    let machines = machine_changes(&old, &new, previous, include_last_seen, cancel)?;
-    drop((old, new));
-    let ip_addresses =
-        if from.table(Table::IpAddresses).is_some() && to.table(Table::IpAddresses).is_some() {
-            ip_address_changes(
-                &read_table(lake, from, Table::IpAddresses)?,
-                &read_table(lake, to, Table::IpAddresses)?,
-                previous,
-            )?
-        } else {
-            AddressComparer::empty(previous)?
-        };
-    Ok(Diff {
-        machines,
-        ip_addresses,
-    })
-}
-
-/// A `diff` between two snapshots that cannot be made.
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error("the lake has {0} committed snapshot(s); a diff needs two")]
-    TooFew(usize),
-    #[error("'{0}' is not a snapshot id, `latest`, a date or an RFC 3339 time")]
-    BadSnapshot(String),
-    #[error("no snapshot at or before {0}")]
-    NoSnapshot(String),
-    #[error(
-        "no snapshot of the same scope (source and $filter) before {0}; name FROM to compare with another"
-    )]
-    NoEarlier(String),
-    #[error("both sides are snapshot {0}: nothing to compare")]
-    Same(String),
-    #[error(transparent)]
-    Changes(#[from] ChangesError),
-}
-
-impl From<ArrowError> for DiffError {
-    fn from(e: ArrowError) -> Self {
-        DiffError::Changes(e.into())
-    }
-}
-
-/// The snapshots `diff FROM TO` compares. Each side is a snapshot id, `latest`, or a
-/// time (the last snapshot at or before it); TO defaults to the latest snapshot and
-/// FROM to the one before TO of the same scope (the one its stored changes compare
-/// with). FROM may be later than TO: the changes are then read backwards.
-pub fn resolve<'a>(
-    snapshots: &'a [Manifest],
-    from: Option<&str>,
-    to: Option<&str>,
-) -> Result<(&'a Manifest, &'a Manifest), DiffError> {
-    if snapshots.len() < 2 {
-        return Err(DiffError::TooFew(snapshots.len()));
-    }
-    let find = |text: &str| -> Result<usize, DiffError> {
-        let text = text.trim();
-        if text.eq_ignore_ascii_case("latest") {
-            return Ok(snapshots.len() - 1);
-        }
-        let time = crate::snapshot::parse_time(text)
-            .map_err(|_| DiffError::BadSnapshot(text.to_string()))?;
-        snapshots
-            .iter()
-            .rposition(|m| m.snapshot_id().is_ok_and(|id| id.time() <= time))
-            .ok_or_else(|| DiffError::NoSnapshot(text.to_string()))
-    };
-    let to_at = match to {
-        Some(t) => find(t)?,
-        None => snapshots.len() - 1,
-    };
-    let from_at = match from {
-        Some(f) => find(f)?,
-        None => {
-            // The one before TO of the same scope, as the stored changes compare.
-            let to_m = &snapshots[to_at];
-            let earlier = to_m
-                .snapshot_id()
-                .ok()
-                .and_then(|id| previous_of(snapshots, id, &Scope::of(to_m)))
-                .ok_or_else(|| DiffError::NoEarlier(to_m.id.clone()))?;
-            snapshots
-                .iter()
-                .position(|m| m.id == earlier.id)
-                .ok_or_else(|| DiffError::NoEarlier(to_m.id.clone()))?
-        }
-    };
-    if from_at == to_at {
-        return Err(DiffError::Same(snapshots[to_at].id.clone()));
-    }
-    Ok((&snapshots[from_at], &snapshots[to_at]))
-}
-
-/// The changes between two snapshots, with the ids of both.
-#[derive(Debug)]
-pub struct Report {
-    pub from: SnapshotId,
-    pub to: SnapshotId,
-    pub diff: Diff,
-}
-
-impl Report {
-    /// Computes the report of `from` -> `to`.
-    pub fn compute(
-        lake: &Lake,
-        from: &Manifest,
-        to: &Manifest,
-        include_last_seen: bool,
-        cancel: &Cancel,
-    ) -> Result<Report, DiffError> {
-        let bad = |m: &Manifest| DiffError::BadSnapshot(m.id.clone());
-        Ok(Report {
-            from: from.snapshot_id().map_err(|_| bad(from))?,
-            to: to.snapshot_id().map_err(|_| bad(to))?,
-            diff: diff(lake, from, to, include_last_seen, cancel)?,
-        })
-    }
-
-    /// The machine changes as rows of `machine_changes` (its `snapshot` column last).
-    pub fn machine_rows(&self) -> Result<RecordBatch, DiffError> {
-        Ok(with_snapshot(&self.diff.machines, self.to)?)
-    }
-
-    /// The address changes as rows of `ip_address_changes`.
-    pub fn address_rows(&self) -> Result<RecordBatch, DiffError> {
-        Ok(with_snapshot(&self.diff.ip_addresses, self.to)?)
-    }
-
-    /// The summary as lines of text: `machines changed riskScore: 40`.
-    pub fn summary_lines(&self) -> Vec<String> {
-        let Ok(summary) = self.summary() else {
-            return Vec::new();
-        };
-        let (t, c, f) = (
-            summary.column(0).as_string::<i32>(),
-            summary.column(1).as_string::<i32>(),
-            summary.column(2).as_string::<i32>(),
-        );
-        let n = summary
-            .column(3)
-            .as_primitive::<arrow::datatypes::UInt64Type>();
-        (0..summary.num_rows())
-            .map(|i| {
-                let field = if f.is_valid(i) {
-                    format!(" {}", f.value(i))
-                } else {
-                    String::new()
-                };
-                format!("{} {}{field}: {}", t.value(i), c.value(i), n.value(i))
-            })
-            .collect()
-    }
-
-    /// One row per kind of change: `table`, `change`, `field`, `rows`: machines added
-    /// and removed, then each changed property (most changed first), then addresses
-    /// added and removed.
-    pub fn summary(&self) -> Result<RecordBatch, DiffError> {
-        let mut lines: Vec<(&str, &str, Option<String>, u64)> = Vec::new();
-        let m = &self.diff.machines;
-        let change = m.column(3).as_string::<i32>();
-        let field = m.column(4).as_string::<i32>();
-        let count =
-            |c: &StringArray, what: &str| c.iter().filter(|v| *v == Some(what)).count() as u64;
-        lines.push(("machines", "added", None, count(change, "added")));
-        lines.push(("machines", "removed", None, count(change, "removed")));
-        let mut per_field: HashMap<&str, u64> = HashMap::new();
-        for i in 0..m.num_rows() {
-            if change.value(i) == "changed" && field.is_valid(i) {
-                *per_field.entry(field.value(i)).or_default() += 1;
-            }
-        }
-        let mut per_field: Vec<(&str, u64)> = per_field.into_iter().collect();
-        per_field.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        for (f, n) in per_field {
-            lines.push(("machines", "changed", Some(f.to_string()), n));
-        }
-        let a = self.diff.ip_addresses.column(3).as_string::<i32>();
-        lines.push(("ip_addresses", "added", None, count(a, "added")));
-        lines.push(("ip_addresses", "removed", None, count(a, "removed")));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("table", arrow::datatypes::DataType::Utf8, false),
-            Field::new("change", arrow::datatypes::DataType::Utf8, false),
-            Field::new("field", arrow::datatypes::DataType::Utf8, true),
-            Field::new("rows", arrow::datatypes::DataType::UInt64, false),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(lines.iter().map(|l| l.0))),
-            Arc::new(StringArray::from_iter_values(lines.iter().map(|l| l.1))),
-            Arc::new(StringArray::from_iter(lines.iter().map(|l| l.2.as_deref()))),
-            Arc::new(arrow::array::UInt64Array::from_iter_values(
-                lines.iter().map(|l| l.3),
-            )),
-        ];
-        Ok(RecordBatch::try_new(schema, columns)?)
-    }
-}
-
-/// `batch` with a `snapshot` column of `to` appended, as the change tables show it.
-fn with_snapshot(batch: &RecordBatch, to: SnapshotId) -> Result<RecordBatch, ArrowError> {
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(crate::schema::snapshot_field()));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(timestamp_column(to, batch.num_rows())));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 #[cfg(test)]

@@ -3,9 +3,14 @@
 //! The one path from records to the lake, shared by `generate` and the ingester. It is
 //! tolerant the way the contract asks (section 2.7): every key but `id` may be missing
 //! or null, enumerations are kept as strings, a number sent as a string ("140") is read,
-//! and nothing is dropped: a property the schema does not know, or a known one whose
+//! and no property is dropped: one the schema does not know, or a known one whose
 //! value has a shape its column cannot hold, is kept in `extra` as JSON.
-//! Timestamps keep microseconds: the API's seventh fractional digit is truncated.
+//!
+//! Times are the exception to keeping everything. The API writes seven fractional
+//! digits (100 ns); a timestamp column holds microseconds, so the seventh digit is
+//! truncated and kept nowhere, `extra` included (a time written with an offset other
+//! than `Z` is kept as the same instant in UTC, its offset not kept either). Only a
+//! value that is not an RFC 3339 time goes to `extra`, as it came.
 //!
 //! Records are read from their JSON text (`push_json`) without building a
 //! `serde_json::Value`: each key's value is first taken as a borrowed raw slice, and the

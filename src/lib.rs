@@ -4,12 +4,15 @@
 //! The pieces, bottom up:
 //! - [`schema`]: the tables and their columns, and the API name <-> column mapping;
 //! - [`snapshot`]: snapshot ids, the path scheme and the manifest;
-//! - [`lake`]: the writer with its atomic commit, the lock, the scan and pruning;
+//! - [`changes`]: what changed between two snapshots' batches, knowing no lake;
+//! - [`lake`]: the writer with its atomic commit (changes included), the lock, the
+//!   scan, pruning, and a snapshot's tables read whole;
 //! - [`decode`]: API records into Arrow batches (one path for every producer);
 //! - [`fleet`] and [`generate`]: a deterministic synthetic tenant, written to a lake;
 //! - [`engine`]: the lake's tables in DataFusion (the catalog), mdesnap's own rules and
 //!   operators, each behind a switch ([`engine::MdesnapOptions`]);
 //! - [`odata`]: the `$filter` language and query options, translated to DataFusion;
+//! - [`diff`]: `mdesnap diff`, the changes between any two snapshots of a lake;
 //! - [`output`]: the result formats of `mdesnap query`, the streaming table printer;
 //! - [`repl`]: the console: statements, meta-commands, the prompt.
 //!
@@ -26,6 +29,7 @@ pub mod cancel;
 pub mod changes;
 pub mod decode;
 pub mod demo;
+pub mod diff;
 pub mod emulator;
 pub mod engine;
 pub mod error;

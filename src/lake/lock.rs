@@ -9,15 +9,18 @@
 //! holder and an expiry time. It is taken with a conditional create, or, once its
 //! expiry has passed, with a conditional overwrite of the version read (of two
 //! writers taking over a dead one's lock, one wins). The holder renews it every third
-//! of the lease on a thread of its own, and releases it by overwriting it as expired.
+//! of the lease on a thread of its own, and releases it by overwriting it as expired;
+//! when that thread cannot start, taking the lock fails at once (and the lease is
+//! released), rather than the unrenewed lease running out before the commit.
 //! A writer whose renewal failed and whose lease ran out publishes nothing
 //! ([`LakeLock::check`]). The lease is 60 s, `MDESNAP_LOCK_LEASE` (e.g. `10s`) sets
 //! another; the rule assumes writers' clocks agree to well within it.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -51,7 +54,9 @@ impl LakeLock {
         let lake = lake.into();
         let held = match lake.remote_store() {
             None => Held::File(lock_file(&lake, wait)?),
-            Some((store, prefix)) => Held::Lease(Lease::take(&lake, store, prefix, wait)?),
+            Some((store, prefix)) => {
+                Held::Lease(Lease::take(&lake, store, prefix, wait, spawn_renewer)?)
+            }
         };
         Ok(LakeLock { lake, held })
     }
@@ -168,7 +173,20 @@ struct Lease {
     path: ObjPath,
     holder: String,
     state: Arc<LeaseState>,
-    renewer: Option<std::thread::JoinHandle<()>>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+/// The renewal thread's body, as [`Lease::take`] hands it to its spawner.
+type Renewal = Box<dyn FnOnce() + Send>;
+
+/// What starts the renewal thread: [`spawn_renewer`], or a test's stand-in.
+type Spawn = fn(Renewal) -> io::Result<JoinHandle<()>>;
+
+/// Starts the thread that renews a held lease.
+fn spawn_renewer(renewal: Renewal) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("mdesnap-lock".to_string())
+        .spawn(renewal)
 }
 
 fn lease_length() -> Duration {
@@ -210,6 +228,7 @@ impl Lease {
         store: Arc<dyn ObjectStore>,
         prefix: ObjPath,
         wait: bool,
+        spawn: Spawn,
     ) -> Result<Self, LakeError> {
         let path = prefix.join(LOCK_FILE);
         let length = lease_length();
@@ -226,14 +245,8 @@ impl Lease {
             let created = put_lease(&store, &path, &holder, expires, PutMode::Create);
             let current = match created {
                 Ok(put) => {
-                    return Ok(Lease::held(
-                        store,
-                        path,
-                        holder,
-                        version_of(&put),
-                        expires,
-                        length,
-                    ));
+                    return Lease::held(store, path, holder, version_of(&put), expires)
+                        .renewed(lake, length, spawn);
                 }
                 Err(
                     object_store::Error::AlreadyExists { .. }
@@ -270,14 +283,8 @@ impl Lease {
                         if let Some(t) = text.filter(|t| !t.holder.is_empty()) {
                             tracing::info!("took over the expired lock of {} ({})", lake, t.holder);
                         }
-                        return Ok(Lease::held(
-                            store,
-                            path,
-                            holder,
-                            version_of(&put),
-                            expires,
-                            length,
-                        ));
+                        return Lease::held(store, path, holder, version_of(&put), expires)
+                            .renewed(lake, length, spawn);
                     }
                     // Another writer took it first.
                     Err(object_store::Error::Precondition { .. }) => {}
@@ -305,13 +312,13 @@ impl Lease {
         }
     }
 
+    /// The lease just written, not yet renewed.
     fn held(
         store: Arc<dyn ObjectStore>,
         path: ObjPath,
         holder: String,
         version: UpdateVersion,
         expires: DateTime<Utc>,
-        length: Duration,
     ) -> Self {
         let state = Arc::new(LeaseState {
             version: Mutex::new(version),
@@ -319,24 +326,39 @@ impl Lease {
             lost: AtomicBool::new(false),
             stop: (Mutex::new(false), Condvar::new()),
         });
-        let renewer = {
-            let (store, path, holder, state) = (
-                Arc::clone(&store),
-                path.clone(),
-                holder.clone(),
-                Arc::clone(&state),
-            );
-            std::thread::Builder::new()
-                .name("mdesnap-lock".to_string())
-                .spawn(move || renew(&store, &path, &holder, &state, length))
-                .ok()
-        };
         Lease {
             store,
             path,
             holder,
             state,
-            renewer,
+            renewer: None,
+        }
+    }
+
+    /// Starts renewing the lease on a thread of its own. If that thread cannot start,
+    /// the lease is released and taking the lock fails now: unrenewed, the lease would
+    /// run out during a long write, and the writer would learn it only at commit.
+    fn renewed(mut self, lake: &Lake, length: Duration, spawn: Spawn) -> Result<Self, LakeError> {
+        let (store, path, holder, state) = (
+            Arc::clone(&self.store),
+            self.path.clone(),
+            self.holder.clone(),
+            Arc::clone(&self.state),
+        );
+        match spawn(Box::new(move || {
+            renew(&store, &path, &holder, &state, length)
+        })) {
+            Ok(thread) => {
+                self.renewer = Some(thread);
+                Ok(self)
+            }
+            Err(source) => {
+                self.release();
+                Err(LakeError::LockRenewal {
+                    lake: lake.to_string(),
+                    source,
+                })
+            }
         }
     }
 
@@ -429,4 +451,31 @@ fn hostname() -> Option<String> {
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_threads(_: Renewal) -> io::Result<JoinHandle<()>> {
+        Err(io::Error::new(io::ErrorKind::WouldBlock, "no threads left"))
+    }
+
+    #[test]
+    fn a_renewal_thread_that_cannot_start_fails_the_lock_and_frees_it() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let lake = Lake::in_store(Arc::clone(&store), "lake");
+        let err = Lease::take(
+            &lake,
+            Arc::clone(&store),
+            ObjPath::from("lake"),
+            false,
+            no_threads,
+        )
+        .expect_err("no renewal, no lock");
+        assert!(matches!(err, LakeError::LockRenewal { .. }), "{err}");
+        assert!(err.to_string().contains("no threads left"), "{err}");
+        // The lease it wrote is released: the next writer takes the lock at once.
+        LakeLock::acquire(&lake, false).expect("the lock is free");
+    }
 }

@@ -1,6 +1,7 @@
 //! The lake: where it lives ([`Lake`]: a folder or an object store), the one-writer
 //! lock, the snapshot writer with its atomic commit, the scan that finds committed
-//! snapshots, and pruning.
+//! snapshots, pruning, and reading a snapshot's tables whole to compute its changes
+//! (with `crate::changes`, which knows nothing of the lake).
 //!
 //! Layout and guarantees are in `docs/lake-layout.md`. In short: data files are written
 //! under unique names, each published whole once complete; the manifest is written
@@ -12,6 +13,7 @@
 mod local_reads;
 mod lock;
 mod prune;
+mod read;
 mod rebuild;
 mod scan;
 mod store;
@@ -25,6 +27,7 @@ pub use local_reads::InlineReads;
 pub use lock::LakeLock;
 pub(crate) use prune::remove_leftovers;
 pub use prune::{PruneOptions, PruneReport, parse_duration, prune};
+pub use read::{changes_between, read_table};
 pub use rebuild::{RebuildReport, rebuild_changes};
 pub(crate) use scan::update_manifest_cache;
 pub use scan::{BrokenSnapshot, LakeScan, scan_lake};
@@ -56,6 +59,8 @@ pub enum LakeError {
         "lake {lake}: this writer's lock expired and was taken over before it committed (it was not renewed in time); nothing was published"
     )]
     LockLost { lake: String },
+    #[error("lake {lake}: cannot start the thread that renews the lock's lease: {source}")]
+    LockRenewal { lake: String, source: io::Error },
     #[error("lake {lake} is locked by another writer ({holder}); pass --wait to wait for it")]
     Locked { lake: String, holder: String },
     #[error("corrupt manifest {}: {source}", path.display())]
@@ -70,6 +75,13 @@ pub enum LakeError {
         path: PathBuf,
         source: BadSnapshotId,
     },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+    #[error(transparent)]
+    Compare(#[from] crate::changes::ChangesError),
     #[error("writing {}: {source}", path.display())]
     Parquet {
         path: PathBuf,

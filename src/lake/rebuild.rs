@@ -11,6 +11,7 @@
 //! files no manifest lists are leftovers for the next writer or `snapshots prune`.
 
 use super::prune::remove_leftovers;
+use super::read::changes_between;
 use super::scan::{scan_lake, update_manifest_cache};
 use super::writer::{replace_manifest, write_one_file};
 use super::{Lake, LakeError, LakeLock};
@@ -77,7 +78,7 @@ pub fn rebuild_changes(
                 .insert(t.name().to_string(), TableEntry::default());
         }
         if let Some(previous) = previous {
-            let diff = changes::diff(&lake, previous, m, false, cancel).map_err(|e| {
+            let diff = changes_between(&lake, previous, m, false, cancel).map_err(|e| {
                 LakeError::Changes {
                     id,
                     reason: e.to_string(),

@@ -9,6 +9,7 @@
 //! small runtime of their own ([`io_runtime`]), so the lake's synchronous code can
 //! wait for them from any thread, inside a Tokio runtime or not.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::{LakeError, io_err};
 
@@ -35,6 +36,9 @@ const SINGLE_PUT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Size of each part of a multipart upload.
 const PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many parts of one upload are sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// A lake's location; cheap to clone.
 #[derive(Clone)]
@@ -551,6 +555,17 @@ impl Lake {
         }
     }
 
+    /// A lake at `prefix` in `store`, for tests that wrap a store to fail on purpose.
+    #[cfg(test)]
+    pub(crate) fn in_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Lake {
+        Lake(Arc::new(Location::Remote(Remote {
+            store,
+            prefix: ObjPath::from(prefix),
+            shown: format!("memory:///{prefix}"),
+            root: "memory:///".to_string(),
+        })))
+    }
+
     /// Runs a request against the lake's store, for the lock.
     pub(crate) fn remote_store(&self) -> Option<(Arc<dyn ObjectStore>, ObjPath)> {
         match self.0.as_ref() {
@@ -611,24 +626,124 @@ fn upload(r: &Remote, staged: &Path, relative: &str) -> Result<(), Upload> {
     }
     let mut file = std::fs::File::open(staged).map_err(Upload::Io)?;
     let upload = run(async move { store.put_multipart(&path).await }).map_err(Upload::Store)?;
-    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    // From here on, any return but the last aborts the upload (`Parts`' drop).
+    let mut parts = Parts::new(upload);
     let mut buf = vec![0u8; PART_BYTES];
     loop {
         let n = read_full(&mut file, &mut buf).map_err(Upload::Io)?;
         if n == 0 {
             break;
         }
-        let chunk = Bytes::copy_from_slice(&buf[..n]);
-        writer = run(async move {
-            writer.wait_for_capacity(4).await?;
-            writer.put(chunk);
-            Ok(writer)
-        })
-        .map_err(Upload::Store)?;
+        parts
+            .send(Bytes::copy_from_slice(&buf[..n]))
+            .map_err(Upload::Store)?;
     }
-    run(async move { writer.finish().await })
-        .map(|_| ())
-        .map_err(Upload::Store)
+    parts.finish().map_err(Upload::Store)
+}
+
+/// A multipart upload being sent, at most [`PARTS_IN_FLIGHT`] parts at a time. It is
+/// aborted unless [`finish`](Self::finish) completes it: when a part, the completion
+/// or reading the staged file fails, or when it is dropped. The parts of an upload
+/// neither completed nor aborted stay in the store, unseen and billed (S3 keeps them
+/// until a lifecycle rule removes them, Azure its uncommitted blocks for a week).
+/// `object_store`'s `WriteMultipart` aborts only a failed completion: a failed part
+/// ends its `finish` before that.
+struct Parts {
+    /// `None` once completed or aborted.
+    upload: Option<Box<dyn MultipartUpload>>,
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+}
+
+impl Parts {
+    fn new(upload: Box<dyn MultipartUpload>) -> Self {
+        Parts {
+            upload: Some(upload),
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Starts uploading `part`, once fewer than [`PARTS_IN_FLIGHT`] are under way.
+    fn send(&mut self, part: Bytes) -> object_store::Result<()> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.wait_for_one()?;
+        }
+        if let Some(upload) = self.upload.as_mut() {
+            let sent = upload.put_part(PutPayload::from(part));
+            self.in_flight.push_back(io_runtime().spawn(sent));
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part under way.
+    fn wait_for_one(&mut self) -> object_store::Result<()> {
+        match self.in_flight.pop_front() {
+            Some(part) => joined(futures::executor::block_on(part)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every part, then completes the upload (aborting it if that fails).
+    fn finish(mut self) -> object_store::Result<()> {
+        while !self.in_flight.is_empty() {
+            self.wait_for_one()?;
+        }
+        let Some(mut upload) = self.upload.take() else {
+            return Ok(());
+        };
+        run(async move {
+            match upload.complete().await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    if let Err(abort) = upload.abort().await {
+                        warn_not_aborted(&abort);
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        // Parts still being sent are stopped first: one sent after the abort would
+        // start the upload's storage again.
+        for part in self.in_flight.drain(..) {
+            part.abort();
+            let _ = futures::executor::block_on(part);
+        }
+        let Some(mut upload) = self.upload.take() else {
+            return;
+        };
+        // Not `run`: a panic of the abort's task must not unwind out of a drop.
+        let aborted = io_runtime().spawn(async move { upload.abort().await });
+        match futures::executor::block_on(aborted) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn_not_aborted(&e),
+            Err(e) => tracing::warn!("aborting a multipart upload stopped: {e}"),
+        }
+    }
+}
+
+fn warn_not_aborted(e: &object_store::Error) {
+    tracing::warn!(
+        "could not abort a failed multipart upload; its parts stay in the store, billed, until a lifecycle rule or the store removes them: {}",
+        redact(&e.to_string())
+    );
+}
+
+/// The outcome of a task run on [`io_runtime`], as `run` gives it.
+fn joined<T>(
+    outcome: Result<object_store::Result<T>, tokio::task::JoinError>,
+) -> object_store::Result<T> {
+    match outcome {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(object_store::Error::Generic {
+            store: "lake",
+            source: Box::new(e),
+        }),
+    }
 }
 
 fn staging_root(job: &str) -> PathBuf {
@@ -666,15 +781,7 @@ pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
 pub(crate) fn run<T: Send + 'static>(
     fut: impl Future<Output = object_store::Result<T>> + Send + 'static,
 ) -> object_store::Result<T> {
-    let handle = io_runtime().spawn(fut);
-    match futures::executor::block_on(handle) {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(object_store::Error::Generic {
-            store: "lake",
-            source: Box::new(e),
-        }),
-    }
+    joined(futures::executor::block_on(io_runtime().spawn(fut)))
 }
 
 fn connector() -> object_store::client::SpawnedReqwestConnector {
@@ -990,6 +1097,201 @@ mod tests {
             "Error performing GET https://a.blob.core.windows.net/c/x?<redacted> in 1s, 403"
         );
         assert_eq!(redact("what? no URL here"), "what? no URL here");
+    }
+
+    /// An in-memory store whose multipart uploads fail one part, or their completion,
+    /// and count the uploads aborted.
+    #[derive(Debug)]
+    struct FailingParts {
+        inner: object_store::memory::InMemory,
+        fail_part: Option<usize>,
+        fail_complete: bool,
+        aborted: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl FailingParts {
+        fn new(fail_part: Option<usize>, fail_complete: bool) -> Arc<Self> {
+            Arc::new(FailingParts {
+                inner: object_store::memory::InMemory::new(),
+                fail_part,
+                fail_complete,
+                aborted: Arc::default(),
+            })
+        }
+
+        fn aborted(&self) -> usize {
+            self.aborted.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl fmt::Display for FailingParts {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("FailingParts")
+        }
+    }
+
+    fn refused(what: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "FailingParts",
+            source: format!("{what} refused").into(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FailingParts {
+        async fn put_opts(
+            &self,
+            location: &ObjPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjPath,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            Ok(Box::new(FailingUpload {
+                inner: self.inner.put_multipart_opts(location, opts).await?,
+                parts: 0,
+                fail_part: self.fail_part,
+                fail_complete: self.fail_complete,
+                aborted: Arc::clone(&self.aborted),
+            }))
+        }
+
+        async fn get_opts(
+            &self,
+            location: &ObjPath,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<ObjPath>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjPath>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&ObjPath>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&ObjPath>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &ObjPath,
+            to: &ObjPath,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[derive(Debug)]
+    struct FailingUpload {
+        inner: Box<dyn object_store::MultipartUpload>,
+        parts: usize,
+        fail_part: Option<usize>,
+        fail_complete: bool,
+        aborted: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::MultipartUpload for FailingUpload {
+        fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+            let part = self.parts;
+            self.parts += 1;
+            if self.fail_part == Some(part) {
+                return Box::pin(async { Err(refused("part")) });
+            }
+            self.inner.put_part(data)
+        }
+
+        async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+            if self.fail_complete {
+                return Err(refused("completion"));
+            }
+            self.inner.complete().await
+        }
+
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.aborted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.abort().await
+        }
+    }
+
+    /// Publishes a staged file of three parts (16, 16 and 8 MiB) into `store`.
+    fn publish_three_parts(store: &Arc<FailingParts>) -> Result<(), LakeError> {
+        let lake = Lake::in_store(Arc::clone(store) as Arc<dyn ObjectStore>, "lake");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let staged = dir.path().join("part.tmp");
+        std::fs::write(&staged, vec![7u8; 2 * PART_BYTES + PART_BYTES / 2]).expect("staged");
+        lake.publish(&staged, "machines/part-0.parquet")
+    }
+
+    fn stored(store: &FailingParts) -> Option<usize> {
+        let path = ObjPath::from("lake/machines/part-0.parquet");
+        run_local(store.inner.head(&path))
+            .ok()
+            .map(|m| m.size as usize)
+    }
+
+    fn run_local<T>(fut: impl Future<Output = T>) -> T {
+        futures::executor::block_on(fut)
+    }
+
+    /// Publishing into `store` fails with `refused`, the upload aborted once and
+    /// nothing stored.
+    fn assert_aborted(store: &Arc<FailingParts>, refused: &str) {
+        let err = publish_three_parts(store).expect_err(refused);
+        assert!(err.to_string().contains(refused), "{err}");
+        assert_eq!(store.aborted(), 1, "the upload is aborted once");
+        assert_eq!(stored(store), None);
+    }
+
+    #[test]
+    fn a_multipart_upload_with_a_failed_part_is_aborted() {
+        assert_aborted(&FailingParts::new(Some(1), false), "part refused");
+    }
+
+    #[test]
+    fn a_multipart_upload_whose_completion_fails_is_aborted() {
+        assert_aborted(&FailingParts::new(None, true), "completion refused");
+    }
+
+    #[test]
+    fn a_multipart_upload_dropped_unfinished_is_aborted() {
+        let store = FailingParts::new(None, false);
+        let (s, path) = (Arc::clone(&store), ObjPath::from("lake/x"));
+        let upload = run(async move { s.put_multipart(&path).await }).expect("started");
+        let mut parts = Parts::new(upload);
+        parts.send(Bytes::from_static(b"a part")).expect("sent");
+        drop(parts);
+        assert_eq!(store.aborted(), 1);
+    }
+
+    #[test]
+    fn a_completed_multipart_upload_is_not_aborted() {
+        let store = FailingParts::new(None, false);
+        publish_three_parts(&store).expect("uploaded");
+        assert_eq!(store.aborted(), 0);
+        assert_eq!(stored(&store), Some(2 * PART_BYTES + PART_BYTES / 2));
     }
 
     #[test]

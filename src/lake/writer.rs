@@ -27,10 +27,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::prune::remove_leftovers;
+use super::read::read_table;
 use super::scan::{LakeScan, scan_lake, update_manifest_cache};
 use super::{Lake, LakeError, LakeLock, io_err};
 use crate::cancel::Cancel;
-use crate::changes;
+use crate::changes::{self, AddressComparer, MachineComparer};
 use crate::schema::Table;
 use crate::snapshot::{
     ChangesInfo, FileEntry, GeneratorInfo, MANIFEST_DIR, MANIFEST_FORMAT, Manifest, SnapshotId,
@@ -688,13 +689,7 @@ pub(crate) fn replace_manifest(lake: &Lake, manifest: &Manifest) -> Result<(), L
 }
 
 /// The previous snapshot's machines and addresses, read on a thread of their own.
-type Loaded = Result<
-    (
-        Box<changes::MachineComparer>,
-        Option<Box<changes::AddressComparer>>,
-    ),
-    changes::ChangesError,
->;
+type Loaded = Result<(Box<MachineComparer>, Option<Box<AddressComparer>>), LakeError>;
 
 /// Where the comparison with the previous snapshot stands.
 enum Changes {
@@ -710,9 +705,9 @@ enum Changes {
     Failed(String),
     Ready {
         previous: String,
-        machines: Box<changes::MachineComparer>,
+        machines: Box<MachineComparer>,
         /// `None` when either snapshot lacks `ip_addresses`.
-        addresses: Option<Box<changes::AddressComparer>>,
+        addresses: Option<Box<AddressComparer>>,
     },
 }
 
@@ -745,11 +740,11 @@ impl Changes {
         let (lake, manifest) = (lake.clone(), previous.clone());
         // Read and indexed on a thread of its own, while the new rows are fetched.
         let thread = std::thread::spawn(move || -> Loaded {
-            let machines = changes::read_table(&lake, &manifest, Table::Machines)?;
-            let machines = Box::new(changes::MachineComparer::new(machines, previous_id, false));
+            let machines = read_table(&lake, &manifest, Table::Machines)?;
+            let machines = Box::new(MachineComparer::new(machines, previous_id, false));
             let addresses = if addresses {
-                let old = changes::read_table(&lake, &manifest, Table::IpAddresses)?;
-                Some(Box::new(changes::AddressComparer::new(old, previous_id)?))
+                let old = read_table(&lake, &manifest, Table::IpAddresses)?;
+                Some(Box::new(AddressComparer::new(old, previous_id)?))
             } else {
                 None
             };
@@ -830,7 +825,7 @@ impl Changes {
                 let machines = machines.finish().map_err(|e| e.to_string())?;
                 let addresses = match addresses {
                     Some(a) => a.finish().map_err(|e| e.to_string())?,
-                    None => changes::AddressComparer::empty(id).map_err(|e| e.to_string())?,
+                    None => AddressComparer::empty(id).map_err(|e| e.to_string())?,
                 };
                 Ok(Some((previous, machines, addresses)))
             }

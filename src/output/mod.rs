@@ -107,7 +107,7 @@ pub struct Envelope {
     /// `@odata.count` of `odata-json`, when asked for.
     pub count: Option<u64>,
     /// Write JSON records as the service does (`extra` folded back in, times trimmed
-    /// at microseconds: [`crate::odata::shape::api_records`]); off for `--sql-names`.
+    /// at microseconds: [`crate::schema::api_shape::api_records`]); off for `--sql-names`.
     pub api_records: bool,
 }
 
@@ -212,7 +212,7 @@ async fn write_api_records(
     }
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        for record in crate::odata::shape::api_records(&batch?)? {
+        for record in crate::schema::api_shape::api_records(&batch?)? {
             if array && rows > 0 {
                 write!(out, ",").map_err(Error::Output)?;
             }

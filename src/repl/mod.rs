@@ -97,7 +97,7 @@ pub enum ReplError {
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
-    Diff(#[from] crate::changes::DiffError),
+    Diff(#[from] crate::diff::DiffError),
 }
 
 impl From<Error> for ReplError {
@@ -402,8 +402,8 @@ impl Session {
                 let _stop = cancel.cancel_on_drop();
                 let report = tokio::task::spawn_blocking(move || {
                     let (from, to) =
-                        crate::changes::resolve(&snapshots, from.as_deref(), to.as_deref())?;
-                    crate::changes::Report::compute(&lake, from, to, false, &cancel)
+                        crate::diff::resolve(&snapshots, from.as_deref(), to.as_deref())?;
+                    crate::diff::Report::compute(&lake, from, to, false, &cancel)
                 })
                 .await
                 .map_err(|e| {

@@ -20,7 +20,7 @@ fn at_micros(mut record: Map<String, Value>) -> Map<String, Value> {
     for key in ["firstSeen", "lastSeen"] {
         if let Some(Value::String(t)) = record.get(key) {
             let micros = mdesnap::decode::parse_timestamp_micros(t).expect("a time");
-            let text = mdesnap::odata::shape::api_time(micros).expect("in range");
+            let text = mdesnap::schema::api_shape::api_time(micros).expect("in range");
             record.insert(key.to_string(), Value::String(text));
         }
     }

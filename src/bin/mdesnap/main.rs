@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mdesnap::Cancel;
-use mdesnap::changes;
 use mdesnap::demo::{DemoOptions, GUIDE, SAMPLE_QUERIES, prepare};
+use mdesnap::diff;
 use mdesnap::emulator::Profile;
 use mdesnap::engine::{EngineOptions, Planned};
 use mdesnap::error::Error;
@@ -921,11 +921,10 @@ fn odata_parse(filter: &str) -> Result<(), Failure> {
 
 async fn diff(args: DiffArgs, cancel: Cancel) -> Result<(), Failure> {
     let lake = args.lake.lake.clone();
-    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<changes::Report> {
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<diff::Report> {
         let scan = scan_lake(&lake)?;
-        let (from, to) =
-            changes::resolve(&scan.snapshots, args.from.as_deref(), args.to.as_deref())?;
-        Ok(changes::Report::compute(
+        let (from, to) = diff::resolve(&scan.snapshots, args.from.as_deref(), args.to.as_deref())?;
+        Ok(diff::Report::compute(
             &lake,
             from,
             to,

@@ -2,8 +2,12 @@
 //! names (`computerDnsName`) and the lake's column names (`computer_dns_name`).
 //!
 //! The column lists are a contract (`design.md`, "Tables and columns"): data lakes and
-//! users' scripts depend on them. Timestamps are microseconds in UTC, enumerations stay
+//! users' scripts depend on them. Timestamps are microseconds in UTC (the API's seventh
+//! fractional digit, 100 ns, is truncated by `decode` and not kept), enumerations stay
 //! strings, and properties the schema does not know travel in `extra` as JSON text.
+//! [`api_shape`] turns rows back into the API's shape (nested names, JSON records).
+
+pub mod api_shape;
 
 use std::fmt;
 use std::str::FromStr;
