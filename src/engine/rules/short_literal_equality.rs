@@ -4,7 +4,7 @@
 //! its bytes, zero-padded), so a column equals such a literal exactly where its view
 //! equals the literal's view: one 128-bit comparison a row. arrow-ord 59 instead branches
 //! on each row (same view, length, prefix, inlined) whenever the array holds any longer
-//! value, about three times slower (docs/benchmarks.md, the fourth round); in a daily
+//! value, about three times slower (docs/benchmarks-history.md, the fourth round); in a daily
 //! trend with `count(*) FILTER (WHERE health_status = 'Active')` those comparisons were a
 //! fifth of the CPU.
 //!

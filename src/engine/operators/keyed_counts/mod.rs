@@ -7,7 +7,7 @@
 //! daily trend's CPU. Counts per status or per device group group by strings the files
 //! hold dictionary-encoded, which arrive as `Utf8View` arrays whose equal values mostly
 //! share one 16-byte view: DataFusion compares and hashes the strings row by row, 42-75 ns
-//! a row for two columns (docs/benchmarks.md, the fifth round).
+//! a row for two columns (docs/benchmarks-history.md, the fifth round).
 //!
 //! [`KeyedCountExec`] numbers each batch's distinct keys first (a constant column has
 //! one; a string column is numbered by its views, then each distinct view coded by its

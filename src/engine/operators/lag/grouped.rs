@@ -4,7 +4,7 @@
 //! [`LagExec`] needs its input sorted by the partition keys, and over the history that
 //! sort is most of the work: 3.1 M rows sorted by 40-character machine ids took 725 ms of
 //! compute, and `LagExec`'s comparisons of adjacent ids 300 more (query 10 of the suite,
-//! docs/benchmarks.md). A `lag` needs only each partition's rows in order. Where its rows
+//! docs/benchmarks-history.md). A `lag` needs only each partition's rows in order. Where its rows
 //! then go to an aggregate, a sort, or another operator whose answer does not depend on
 //! the order its input arrives in, `UnorderedLag` (`engine::rules`) puts [`GroupedLagExec`] in place of
 //! the `LagExec` and the sort beneath it. It reads the whole partition (as the sort did),

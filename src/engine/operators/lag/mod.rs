@@ -3,7 +3,7 @@
 //! DataFusion evaluates `lag(x) OVER (PARTITION BY id ORDER BY snapshot)` in
 //! `BoundedWindowAggExec`, which keeps state, slices and evaluators per window partition:
 //! over the history of 100,000 machines (3.1 M rows in 100,000 partitions of 30) that was
-//! 786 ms of compute, more than the sort beneath it (docs/benchmarks.md, the fifth round).
+//! 786 ms of compute, more than the sort beneath it (docs/benchmarks-history.md, the fifth round).
 //! Once the input is sorted by the partition keys, a row's `lag(x, k)` is the value `k`
 //! rows up when the keys there are the same, else the default: a shifted copy of `x` and
 //! one comparison of the keys with the keys `k` rows up, whole arrays at once.
