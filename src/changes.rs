@@ -57,18 +57,44 @@ pub enum ChangesError {
 /// Which machines a snapshot's `machines` covers: its source kind (generated or an
 /// API) and the `$filter` it was taken with. Users and domains feed only
 /// `user_machines` and `domain_machines`, so they are not part of it. Snapshots are
-/// compared only within a scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// compared only within a scope, and the engine's latest and `_history` tables read
+/// one scope.
+///
+/// Written `KIND` or `KIND:FILTER` (`api`, `generate`, `api:riskScore eq 'High'`), as
+/// `--scope` takes it and `snapshots list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
-    generated: bool,
+    kind: SourceKind,
     filter: Option<String>,
+}
+
+/// Where a snapshot's rows came from, as scopes tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SourceKind {
+    /// `mdesnap generate`: the synthetic fleet.
+    Generate,
+    /// The Defender machines API (or its emulator).
+    Api,
+}
+
+impl SourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            SourceKind::Generate => "generate",
+            SourceKind::Api => "api",
+        }
+    }
 }
 
 impl Scope {
     /// The scope of a snapshot taken from `source` with this `$filter`.
     pub fn new(source: &str, filter: Option<&str>) -> Self {
         Scope {
-            generated: source == "generate",
+            kind: if source == "generate" {
+                SourceKind::Generate
+            } else {
+                SourceKind::Api
+            },
             filter: filter.map(str::to_string),
         }
     }
@@ -77,6 +103,63 @@ impl Scope {
     pub fn of(m: &Manifest) -> Self {
         Scope::new(&m.source, m.filter.as_deref())
     }
+
+    /// Whether the snapshots of this scope took the whole fleet (no `$filter`).
+    pub fn is_whole(&self) -> bool {
+        self.filter.is_none()
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind.name())?;
+        if let Some(filter) = &self.filter {
+            write!(f, ":{filter}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A scope that is not `KIND` or `KIND:FILTER`.
+#[derive(Debug, thiserror::Error)]
+#[error("'{0}' is not a scope: write api, generate, or KIND:FILTER (api:riskScore eq 'High'), or all")]
+pub struct BadScope(pub String);
+
+impl std::str::FromStr for Scope {
+    type Err = BadScope;
+
+    fn from_str(text: &str) -> Result<Self, BadScope> {
+        let (kind, filter) = match text.split_once(':') {
+            Some((kind, filter)) => (kind, Some(filter)),
+            None => (text, None),
+        };
+        let kind = match kind.trim() {
+            "api" => SourceKind::Api,
+            "generate" => SourceKind::Generate,
+            _ => return Err(BadScope(text.to_string())),
+        };
+        if filter.is_some_and(|f| f.trim().is_empty()) {
+            return Err(BadScope(text.to_string()));
+        }
+        Ok(Scope {
+            kind,
+            filter: filter.map(str::to_string),
+        })
+    }
+}
+
+/// The scope readers see by default: the newest snapshot's that took the whole fleet
+/// (no `$filter`), else, in a lake of filtered snapshots only, the newest snapshot's.
+/// `None` for a lake with no snapshots.
+pub fn default_scope(snapshots: &[Manifest]) -> Option<Scope> {
+    let newest = |whole: bool| {
+        snapshots
+            .iter()
+            .rev()
+            .map(Scope::of)
+            .find(|s| !whole || s.is_whole())
+    };
+    newest(true).or_else(|| newest(false))
 }
 
 /// The snapshot a new snapshot's changes are computed against: the newest committed
@@ -651,6 +734,22 @@ pub struct Diff {
 mod tests {
     use super::*;
     use crate::decode::MachineDecoder;
+
+    #[test]
+    fn scopes_are_written_as_they_are_read() {
+        for text in ["api", "generate", "api:riskScore eq 'High'", "api:a:b"] {
+            let scope: Scope = text.parse().expect("a scope");
+            assert_eq!(scope.to_string(), text);
+        }
+        assert_eq!(
+            Scope::new("https://api.security.microsoft.com", Some("x eq 1")).to_string(),
+            "api:x eq 1"
+        );
+        assert!(Scope::new("generate", None).is_whole());
+        for bad in ["", "hunting", "api:", "API", "all"] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
+    }
 
     fn machines(records: &[&str]) -> (RecordBatch, RecordBatch) {
         let mut d = MachineDecoder::default();

@@ -24,6 +24,14 @@ pub enum Error {
         "lake {0} has no committed snapshots; make one with `mdesnap generate` or `mdesnap ingest`"
     )]
     EmptyLake(String),
+    #[error("lake {lake} has no snapshot of scope {scope}; its scopes: {scopes} (or all)")]
+    EmptyScope {
+        lake: String,
+        scope: String,
+        scopes: String,
+    },
+    #[error(transparent)]
+    Scope(#[from] crate::changes::BadScope),
     #[error("lake {lake} has no snapshot taken at or before {}", crate::snapshot::format_time(*time))]
     NoSnapshotAsOf { lake: String, time: DateTime<Utc> },
     #[error("lake {lake} has no snapshot {id}")]

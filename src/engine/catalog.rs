@@ -47,6 +47,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result as ParquetResult};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
+use crate::changes::Scope;
 use crate::engine::options::{MdesnapOptions, Switch};
 use crate::lake::{Lake, LakeScan};
 use crate::schema::{SNAPSHOT_COLUMN, Table, UTC, snapshot_field, timestamp_type};
@@ -499,10 +500,11 @@ impl AsyncFileReader for NamingReader {
 }
 
 /// The query `snapshots list` and the console's `\snapshots` print: one row per
-/// snapshot, its id as RFC 3339 text, its source and the rows of each table.
+/// snapshot, its id as RFC 3339 text, its scope (`api`, `api:FILTER`, `generate`), its
+/// source and the rows of each table.
 pub fn snapshots_list_sql() -> String {
     format!(
-        "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
+        "SELECT arrow_cast(snapshot, 'Utf8') AS snapshot, scope, source, {}, duplicates_dropped FROM snapshots ORDER BY 1",
         Table::ALL
             .iter()
             .map(|t| format!("{0}_rows AS {0}", t.name()))
@@ -522,6 +524,7 @@ pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
     let mut counts: Vec<Int64Builder> = Table::ALL.iter().map(|_| Int64Builder::new()).collect();
     let mut dups = Int64Builder::new();
     let mut version = StringBuilder::new();
+    let mut scope = StringBuilder::new();
     for m in &scan.snapshots {
         let Ok(id) = m.snapshot_id() else { continue };
         snapshot.append_value(id.micros());
@@ -538,6 +541,7 @@ pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
         }
         dups.append_value(m.duplicates_dropped as i64);
         version.append_value(&m.mdesnap_version);
+        scope.append_value(Scope::of(m).to_string());
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(snapshot.finish()),
@@ -549,6 +553,7 @@ pub fn snapshots_table(scan: &LakeScan) -> DfResult<MemTable> {
     columns.extend(counts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.push(Arc::new(dups.finish()));
     columns.push(Arc::new(version.finish()));
+    columns.push(Arc::new(scope.finish()));
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     MemTable::try_new(schema, vec![vec![batch]])
 }
@@ -570,5 +575,7 @@ pub fn snapshots_schema() -> SchemaRef {
     );
     fields.push(Field::new("duplicates_dropped", DataType::Int64, false));
     fields.push(Field::new("mdesnap_version", DataType::Utf8, false));
+    // The source kind and filter together, as `--scope` takes them.
+    fields.push(Field::new("scope", DataType::Utf8, false));
     Arc::new(Schema::new(fields))
 }

@@ -17,11 +17,12 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionConfig;
 
+use crate::changes::{BadScope, Scope, default_scope};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, LakeScan, scan_lake};
 use crate::odata::query::{looks_like_odata, parse_query};
 use crate::odata::shape::{ApiNamesUdf, has_nested_names};
-use crate::odata::to_expr::{Scope, TranslateError, to_expr, to_value_expr};
+use crate::odata::to_expr::{Scope as ODataScope, TranslateError, to_expr, to_value_expr};
 use crate::odata::{ODataError, ODataQuery};
 use crate::output::{Envelope, Format};
 use crate::schema::Table;
@@ -83,6 +84,56 @@ pub struct EngineOptions {
     /// The most memory, in bytes, that a query's operators may hold (DataFusion's
     /// memory pool); a query that needs more ends with an error naming the limit.
     pub memory_limit: Option<usize>,
+    /// The snapshots the latest and `_history` tables read.
+    pub scope: ScopeChoice,
+}
+
+/// Which snapshots the latest tables, the `_history` tables and the change tables read:
+/// one scope (a source kind and `$filter`, [`Scope`]), so that "the last two snapshots"
+/// never compares the whole fleet with part of it. The `snapshots` table lists them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ScopeChoice {
+    /// The scope of the newest snapshot that took the whole fleet (no `$filter`); in a
+    /// lake of filtered snapshots only, the scope of the newest.
+    #[default]
+    Default,
+    /// Every snapshot, whatever its scope (the latest tables read the newest).
+    All,
+    /// The snapshots of this scope.
+    Only(Scope),
+}
+
+impl ScopeChoice {
+    /// The scope this choice means among `snapshots` (`None`: every snapshot).
+    pub fn resolve(&self, snapshots: &[Manifest]) -> Option<Scope> {
+        match self {
+            ScopeChoice::All => None,
+            ScopeChoice::Only(scope) => Some(scope.clone()),
+            ScopeChoice::Default => default_scope(snapshots),
+        }
+    }
+
+    /// The snapshots of `snapshots` this choice reads, in their order.
+    pub fn select<'a>(&self, snapshots: &'a [Manifest]) -> Vec<&'a Manifest> {
+        let scope = self.resolve(snapshots);
+        snapshots
+            .iter()
+            .filter(|m| scope.as_ref().is_none_or(|s| Scope::of(m) == *s))
+            .collect()
+    }
+}
+
+impl std::str::FromStr for ScopeChoice {
+    type Err = BadScope;
+
+    /// `default`, `all`, or a scope (`api`, `generate`, `api:FILTER`).
+    fn from_str(text: &str) -> std::result::Result<Self, BadScope> {
+        match text.trim() {
+            "default" => Ok(ScopeChoice::Default),
+            "all" => Ok(ScopeChoice::All),
+            _ => text.parse().map(ScopeChoice::Only),
+        }
+    }
 }
 
 /// SQL over a lake.
@@ -92,6 +143,9 @@ pub struct Engine {
     as_of: Option<DateTime<Utc>>,
     scan: LakeScan,
     current: Option<SnapshotId>,
+    scope: ScopeChoice,
+    /// The scope `scope` resolved to when the tables were registered (`None`: all).
+    scope_in_force: Option<Scope>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -125,6 +179,7 @@ impl Engine {
             as_of,
             plain,
             memory_limit,
+            scope,
         } = options;
         let lake = lake.into();
         // DATAFUSION_* environment variables set DataFusion's options, as in
@@ -203,6 +258,8 @@ impl Engine {
             as_of,
             scan,
             current: None,
+            scope,
+            scope_in_force: None,
         };
         engine.register()?;
         Ok(engine)
@@ -227,14 +284,55 @@ impl Engine {
         Ok(())
     }
 
-    fn register(&mut self) -> Result<()> {
-        self.current = self.register_tables()?;
+    /// Points the latest, `_history` and change tables at the snapshots of `scope`.
+    pub fn set_scope(&mut self, scope: ScopeChoice) -> Result<()> {
+        let previous = std::mem::replace(&mut self.scope, scope);
+        if let Err(e) = self.register() {
+            self.scope = previous;
+            self.register()?;
+            return Err(e);
+        }
         Ok(())
     }
 
+    fn register(&mut self) -> Result<()> {
+        let (current, scope) = self.register_tables()?;
+        self.current = current;
+        self.scope_in_force = scope;
+        Ok(())
+    }
+
+    /// Every scope of the lake's snapshots, with how many snapshots each has, newest
+    /// first.
+    pub fn scopes(&self) -> Vec<(Scope, usize)> {
+        let mut out: Vec<(Scope, usize)> = Vec::new();
+        for m in self.scan.snapshots.iter().rev() {
+            let scope = Scope::of(m);
+            match out.iter_mut().find(|(s, _)| *s == scope) {
+                Some((_, n)) => *n += 1,
+                None => out.push((scope, 1)),
+            }
+        }
+        out
+    }
+
+    /// The scope the tables read (`None`: every snapshot).
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope_in_force.as_ref()
+    }
+
+    /// The snapshots the latest, `_history` and change tables read.
+    pub fn scoped_snapshots(&self) -> Vec<&Manifest> {
+        self.scan
+            .snapshots
+            .iter()
+            .filter(|m| self.scope_in_force.as_ref().is_none_or(|s| Scope::of(m) == *s))
+            .collect()
+    }
+
     /// Registers every table over the manifests read, with the switches the session
-    /// holds now; returns the snapshot the latest tables read.
-    fn register_tables(&self) -> Result<Option<SnapshotId>> {
+    /// holds now; returns the snapshot the latest tables read and the scope in force.
+    fn register_tables(&self) -> Result<(Option<SnapshotId>, Option<Scope>)> {
         let switches = MdesnapOptions::from_config(self.ctx.state().config_options());
         if self.scan.snapshots.is_empty() {
             if let Some(b) = self.scan.broken.last() {
@@ -245,9 +343,28 @@ impl Engine {
             }
             return Err(Error::EmptyLake(self.lake.to_string()));
         }
-        let latest = self
-            .scan
-            .latest_at(self.as_of)
+        let scope = self.scope.resolve(&self.scan.snapshots);
+        let all = self.scope.select(&self.scan.snapshots);
+        if all.is_empty() {
+            return Err(Error::EmptyScope {
+                lake: self.lake.to_string(),
+                scope: scope.map(|s| s.to_string()).unwrap_or_default(),
+                scopes: self
+                    .scopes()
+                    .iter()
+                    .map(|(s, _)| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let latest = all
+            .iter()
+            .rev()
+            .find(|m| match self.as_of {
+                None => true,
+                Some(t) => m.snapshot_id().is_ok_and(|id| id.time() <= t),
+            })
+            .copied()
             .ok_or_else(|| Error::NoSnapshotAsOf {
                 lake: self.lake.to_string(),
                 time: self.as_of.unwrap_or_else(Utc::now),
@@ -264,7 +381,6 @@ impl Engine {
                 );
             }
         }
-        let all: Vec<&Manifest> = self.scan.snapshots.iter().collect();
         for table in Table::ALL {
             let latest_table = SnapshotTable::new(&self.lake, table, &[latest], false, &switches);
             let history = SnapshotTable::new(&self.lake, table, &all, true, &switches);
@@ -283,7 +399,7 @@ impl Engine {
         self.ctx.deregister_table("snapshots")?;
         self.ctx
             .register_table("snapshots", Arc::new(snapshots_table(&self.scan)?))?;
-        Ok(latest_id)
+        Ok((latest_id, scope))
     }
 
     /// Plans one SQL statement.
@@ -344,7 +460,7 @@ impl Engine {
         };
         let mut df = self.ctx.table(name.as_str()).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let scope = Scope::new(q.table, Arc::clone(&schema));
+        let scope = ODataScope::new(q.table, Arc::clone(&schema));
         if let Some(f) = &q.filter {
             let e = to_expr(&f.expr, &scope).map_err(|e| {
                 odata_err(ODataError::Translate(TranslateError {
@@ -462,12 +578,11 @@ impl Engine {
         })
     }
 
-    /// The origin `@odata.context` names: the API the latest snapshot came from, else
+    /// The origin `@odata.context` names: the API the latest tables' snapshot came from, else
     /// the commercial cloud's.
     pub fn api_origin(&self) -> String {
-        self.scan
-            .snapshots
-            .last()
+        self.current
+            .and_then(|id| self.scan.get(id))
             .map(|m| m.source.trim_end_matches('/').to_string())
             .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
             .unwrap_or_else(|| "https://api.security.microsoft.com".to_string())

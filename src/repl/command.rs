@@ -19,6 +19,8 @@ pub enum Meta {
     Diff(Option<String>, Option<String>),
     /// `None`: back to the latest snapshot.
     AsOf(Option<String>),
+    /// `None`: show the scope in force and the lake's scopes.
+    Scope(Option<String>),
     Format(Format),
     Timing(bool),
     /// `None`: results back to the terminal.
@@ -93,6 +95,12 @@ pub const COMMANDS: &[Spec] = &[
             "latest" => Some(Meta::AsOf(None)),
             t => Some(Meta::AsOf(Some(t.to_string()))),
         },
+    },
+    Spec {
+        name: "\\scope",
+        args: "[SCOPE|all|default]",
+        about: "the snapshots the latest, _history and change tables read (api, generate, api:FILTER); alone: the scopes",
+        parse: |a| Some(Meta::Scope((!a.is_empty()).then(|| a.to_string()))),
     },
     Spec {
         name: "\\format",
@@ -240,6 +248,8 @@ mod tests {
             ),
             ("\\asof 2026-01-02", Meta::AsOf(Some("2026-01-02".into()))),
             ("\\asof latest", Meta::AsOf(None)),
+            ("\\scope", Meta::Scope(None)),
+            ("\\scope api:riskScore eq 'High'", Meta::Scope(Some("api:riskScore eq 'High'".into()))),
             ("\\format csv", Meta::Format(Format::Csv)),
             ("\\timing on", Meta::Timing(true)),
             ("\\o out.parquet", Meta::Output(Some("out.parquet".into()))),

@@ -205,16 +205,21 @@ impl Session {
 
     /// What the interactive prompt says first: the lake, its tables, its snapshots.
     pub fn banner(&self) -> String {
-        let scan = self.engine.lake_scan();
-        let range = match (scan.snapshots.first(), scan.snapshots.last()) {
-            (Some(first), Some(last)) if scan.snapshots.len() > 1 => format!(
-                "{} snapshots, {} to {}",
-                scan.snapshots.len(),
-                first.id,
-                last.id
-            ),
+        let scoped = self.engine.scoped_snapshots();
+        let range = match (scoped.first(), scoped.last()) {
+            (Some(first), Some(last)) if scoped.len() > 1 => {
+                format!("{} snapshots, {} to {}", scoped.len(), first.id, last.id)
+            }
             (Some(only), _) => format!("1 snapshot, {}", only.id),
             _ => "no snapshots".to_string(),
+        };
+        let others = self.engine.lake_scan().snapshots.len() - scoped.len();
+        let scope = match self.engine.scope() {
+            Some(s) if others > 0 => format!(
+                "scope {s}: {range}; {others} more in other scopes (\\scope)"
+            ),
+            Some(s) => format!("scope {s}: {range}"),
+            None => format!("all scopes: {range}"),
         };
         let tables: Vec<&str> = Table::ALL
             .iter()
@@ -226,7 +231,7 @@ impl Session {
             _ => String::new(),
         };
         format!(
-            "mdesnap {} over {} ({range}{at})\ntables: {} (each also as _history), snapshots\n\
+            "mdesnap {} over {} ({scope}{at})\ntables: {} (each also as _history), snapshots\n\
              SQL ends with ';'; OData runs on Enter (machines?$filter=...); \\? for help, \\q to quit",
             env!("CARGO_PKG_VERSION"),
             self.engine.lake(),
@@ -396,7 +401,9 @@ impl Session {
             }
             Meta::Diff(from, to) => {
                 let lake = self.engine.lake().clone();
-                let snapshots = self.engine.lake_scan().snapshots.clone();
+                // Defaults and times are looked up among the scope's snapshots.
+                let snapshots: Vec<crate::snapshot::Manifest> =
+                    self.engine.scoped_snapshots().into_iter().cloned().collect();
                 let cancel = crate::cancel::Cancel::new();
                 // A Ctrl-C drops this future; the comparison on its thread stops too.
                 let _stop = cancel.cancel_on_drop();
@@ -471,6 +478,36 @@ impl Session {
                 )?;
             }
             Meta::Include(path) => return self.include(&path, out).await,
+            Meta::Scope(None) => {
+                let current = self.engine.scope().cloned();
+                let mut lines = vec![format!(
+                    "tables read {}",
+                    current
+                        .as_ref()
+                        .map_or_else(|| "every snapshot (all)".to_string(), |s| format!("scope {s}"))
+                )];
+                for (scope, n) in self.engine.scopes() {
+                    let mark = if current.as_ref() == Some(&scope) { "*" } else { " " };
+                    lines.push(format!("{mark} {scope}: {n} snapshot{}", if n == 1 { "" } else { "s" }));
+                }
+                say(out, lines.join("\n"))?;
+            }
+            Meta::Scope(Some(text)) => {
+                let choice: crate::engine::ScopeChoice = text.parse().map_err(Error::from)?;
+                self.engine.set_scope(choice)?;
+                say(
+                    out,
+                    format!(
+                        "tables now read {}; latest tables at {}",
+                        self.engine
+                            .scope()
+                            .map_or_else(|| "every snapshot".to_string(), |s| format!("scope {s}")),
+                        self.engine
+                            .current_snapshot()
+                            .map_or_else(|| "none".to_string(), |i| i.to_string())
+                    ),
+                )?;
+            }
             Meta::Refresh => {
                 self.engine.refresh()?;
                 say(

@@ -13,7 +13,7 @@ use mdesnap::Cancel;
 use mdesnap::demo::{DemoOptions, GUIDE, SAMPLE_QUERIES, prepare};
 use mdesnap::diff;
 use mdesnap::emulator::Profile;
-use mdesnap::engine::{EngineOptions, Planned};
+use mdesnap::engine::{EngineOptions, Planned, ScopeChoice};
 use mdesnap::error::Error;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{Lake, PruneOptions, parse_duration, prune, scan_lake};
@@ -291,6 +291,14 @@ struct EngineArgs {
     /// The most memory a query's operators may hold (512M, 2G, bytes): past it the query ends with an error instead of the process running out of memory; DataFusion's sorts and aggregates spill to disk first
     #[arg(long, value_name = "SIZE", value_parser = mdesnap::engine::options::parse_memory_size)]
     memory_limit: Option<usize>,
+    /// The snapshots the latest, _history and change tables read: api, generate, api:FILTER (snapshots taken with that --filter), or all [default: the scope of the newest snapshot of the whole fleet]
+    #[arg(long, value_name = "SCOPE", value_parser = parse_scope)]
+    scope: Option<ScopeChoice>,
+}
+
+/// `--scope`: `all`, `default` or a scope (`api`, `generate`, `api:FILTER`).
+fn parse_scope(text: &str) -> Result<ScopeChoice, String> {
+    text.parse().map_err(|e: mdesnap::changes::BadScope| e.to_string())
 }
 
 impl EngineArgs {
@@ -302,6 +310,7 @@ impl EngineArgs {
             EngineOptions {
                 as_of,
                 memory_limit: self.memory_limit,
+                scope: self.scope.clone().unwrap_or_default(),
                 ..EngineOptions::default()
             },
         )?)
@@ -391,6 +400,9 @@ struct DiffArgs {
     /// Print the addresses added and removed instead of the machine rows
     #[arg(long)]
     ip_addresses: bool,
+    /// Look FROM, TO and their defaults up among the snapshots of SCOPE (api, generate, api:FILTER, or all) [default: the scope of the newest snapshot of the whole fleet]
+    #[arg(long, value_name = "SCOPE", value_parser = parse_scope)]
+    scope: Option<ScopeChoice>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -923,7 +935,14 @@ async fn diff(args: DiffArgs, cancel: Cancel) -> Result<(), Failure> {
     let lake = args.lake.lake.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<diff::Report> {
         let scan = scan_lake(&lake)?;
-        let (from, to) = diff::resolve(&scan.snapshots, args.from.as_deref(), args.to.as_deref())?;
+        let snapshots: Vec<mdesnap::Manifest> = args
+            .scope
+            .unwrap_or_default()
+            .select(&scan.snapshots)
+            .into_iter()
+            .cloned()
+            .collect();
+        let (from, to) = diff::resolve(&snapshots, args.from.as_deref(), args.to.as_deref())?;
         Ok(diff::Report::compute(
             &lake,
             from,
