@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use super::EmulatorConfig;
 use crate::decode::{DecodeError, MachineDecoder};
-use crate::fleet::{Fleet, FleetConfig, Rng};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::rng::Rng;
 
 /// Which key set machine records carry (contract section 2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
