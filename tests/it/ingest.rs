@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use mdesnap::emulator::{Emulator, EmulatorConfig, Faults, Profile};
 use mdesnap::ingest::{
-    Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport, Limits, PageError,
-    Secret, WaitReason, ingest,
+    ApiError, AuthError, Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport,
+    Limits, PageError, Secret, WaitReason, ingest,
 };
 use mdesnap::lake::scan_lake;
 use mdesnap::{Engine, Names};
@@ -500,6 +500,26 @@ async fn a_device_code_sign_in_sees_its_groups_and_is_cached() {
     );
     let s = stats(&url).await;
     assert_eq!(s["token_requests"]["devicecode"], 1, "{s}");
+
+    // A damaged cache stops the run before any sign-in, names the file, and is kept.
+    std::fs::write(&cache, b"{\"entries\": [").expect("damages the cache");
+    let (report, events) = run_ingest(&o).await;
+    let err = report.expect_err("a damaged cache is an error");
+    assert!(
+        matches!(
+            err,
+            IngestError::Api(ApiError::Auth(AuthError::CacheDamaged { .. }))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&cache.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("delete it"), "{err}");
+    assert!(!events.iter().any(|e| matches!(e, Event::SignIn { .. })));
+    assert_eq!(std::fs::read(&cache).expect("kept"), b"{\"entries\": [");
+    assert_eq!(stats(&url).await["token_requests"]["devicecode"], 1);
 }
 
 #[tokio::test]
