@@ -260,7 +260,7 @@ struct EmulateArgs {
     /// Emit @odata.nextLink also when $top is given
     #[arg(long)]
     next_link_with_top: bool,
-    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, 401, buggy_next_link, mutate_between_pages); repeatable
+    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, 401, buggy_next_link, mutate_between_pages, foreign_next_link), or on one route template, KIND@ROUTE=RATE (404@/api/machines=1); repeatable
     #[arg(long = "fault", value_name = "KIND=RATE")]
     faults: Vec<String>,
     /// How long a slow response takes, seconds (at most 600)
