@@ -67,6 +67,11 @@ pub struct IngestOptions {
     pub domains: Vec<String>,
     /// Take `security_states` from the Graph preview route.
     pub security_states: bool,
+    /// Commit a snapshot with no machines: a 404 from the machines list (after the
+    /// retries) or an empty first page of it. Without it both fail the run, since a
+    /// wrong path or a faulty gateway answers the same; with a `filter`, an empty
+    /// answer is always taken as it is.
+    pub allow_empty: bool,
     /// `$top` of each page, 1 to 10,000.
     pub page_size: u32,
     /// Pages in the whole run before it stops, with nothing committed.
@@ -102,6 +107,7 @@ impl IngestOptions {
             users: Vec::new(),
             domains: Vec::new(),
             security_states: false,
+            allow_empty: false,
             page_size: 10_000,
             max_pages: 10_000,
             limits: Limits::default(),
@@ -490,11 +496,15 @@ async fn page_everything(
 ) -> Result<(u64, u64), IngestError> {
     let mut budget = Budget::new(options.max_pages);
     let mut seen: HashSet<IdKey> = HashSet::new();
+    let list = pager::ListOptions {
+        api: &endpoints.api,
+        filter: options.filter.as_deref(),
+        page_size: options.page_size,
+        allow_empty: options.allow_empty,
+    };
     let mut duplicates = pager::machines(
         client,
-        &endpoints.api,
-        options.filter.as_deref(),
-        options.page_size,
+        list,
         &mut budget,
         &mut seen,
         events,

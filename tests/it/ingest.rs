@@ -694,6 +694,166 @@ async fn refusals_and_the_page_bound_commit_nothing() {
     assert!(crate::leftovers(&lake).is_empty(), "nothing left behind");
 }
 
+/// Replaces the emulator's fault rates.
+async fn set_faults(url: &str, faults: Value) {
+    let r = crate::http()
+        .post(format!("{url}/_emulator/faults"))
+        .body(faults.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert!(r.status().is_success(), "{faults}");
+}
+
+/// Calls the emulator has had on route template `route`.
+async fn calls_on(url: &str, route: &str) -> u64 {
+    stats(url).await["calls"][route]["total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The machines a run committed.
+fn machines_of(report: &IngestReport) -> Option<u64> {
+    report
+        .manifest
+        .table(mdesnap::Table::Machines)
+        .map(|t| t.rows)
+}
+
+/// Snapshots committed in `lake`, and that nothing was left behind.
+fn committed(lake: &Path) -> usize {
+    assert!(crate::leftovers(lake).is_empty(), "nothing left behind");
+    scan_lake(lake).map_or(0, |s| s.snapshots.len())
+}
+
+#[tokio::test]
+async fn a_404_from_the_machines_list_is_retried_then_fails_naming_the_url() {
+    let r = rig(EmulatorConfig {
+        machines: 120,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake, dir) = (r.url.clone(), r.lake.clone(), &r.dir);
+    let mut o = options(&lake, &url);
+    o.retry.retries = 2;
+    let (report, _) = run_ingest(&o).await;
+    report.expect("a first snapshot");
+    // Now the list answers 404 as a wrong path or a gateway would: an empty snapshot
+    // would record all 120 machines as removed.
+    set_faults(&url, serde_json::json!({"404@/api/machines": 1.0})).await;
+    let (report, events) = run_ingest(&o).await;
+    let err = report.expect_err("a 404 from the list is no empty tenant");
+    assert!(
+        matches!(
+            err,
+            IngestError::Page(PageError::ListNotFound { attempts: 3, .. })
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{url}/api/machines?$top=")),
+        "{text}"
+    );
+    assert!(
+        text.contains("--allow-empty") && text.contains("no recent machines"),
+        "{text}"
+    );
+    assert_eq!(
+        calls_on(&url, "/api/machines").await,
+        1 + 3,
+        "retried twice"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Retrying { why, .. } if why.contains("404"))),
+        "{events:?}"
+    );
+    assert_eq!(committed(&lake), 1, "nothing committed");
+
+    // --allow-empty commits an empty snapshot deliberately (in a lake of its own: after
+    // 120 machines, the shrink guard would refuse it).
+    let lake2 = dir.path().join("empty");
+    let mut o = options(&lake2, &url);
+    o.retry.retries = 1;
+    o.allow_empty = true;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("an empty tenant, deliberately");
+    assert_eq!(machines_of(&report), Some(0));
+    assert_eq!(committed(&lake2), 1);
+}
+
+#[tokio::test]
+async fn transient_404s_from_the_machines_list_lose_nothing() {
+    let r = rig(EmulatorConfig {
+        machines: 300,
+        faults: Faults(
+            [("404@/api/machines".to_string(), 0.3)]
+                .into_iter()
+                .collect(),
+        ),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake) = (r.url.clone(), r.lake.clone());
+    let mut o = options(&lake, &url);
+    o.page_size = 50;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("ingests through the 404s");
+    assert!(report.calls.retries > 0, "{:?}", report.calls);
+    assert!(stats(&url).await["faults"]["404"].as_u64().unwrap_or(0) > 0);
+    set_faults(&url, serde_json::json!({})).await;
+    let theirs = service_records(&url).await;
+    let ours = lake_records(&lake).await;
+    assert_eq!(theirs.len(), 300);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "no page lost to a 404"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_machines_list_is_refused_unless_allowed_or_filtered() {
+    // An analyst whose device groups hold no machine: the list answers 200 [].
+    let r = rig(EmulatorConfig {
+        machines: 80,
+        users: vec![("nobody".into(), vec![424_242])],
+        approve_after: Duration::ZERO,
+        empty_tenant_404: false,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake, dir) = (r.url.clone(), r.lake.clone(), &r.dir);
+    let mut o = options(&lake, &url);
+    o.credentials = Credentials::DeviceCode {
+        client_id: "emulator-client".into(),
+        cache: Some(dir.path().join("tokens.json")),
+    };
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("an empty answer is a fault until shown otherwise");
+    assert!(
+        matches!(err, IngestError::Page(PageError::EmptyList { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--allow-empty"), "{err}");
+    assert_eq!(committed(&lake), 0);
+    o.allow_empty = true;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("allowed");
+    assert_eq!(machines_of(&report), Some(0));
+    assert_eq!(committed(&lake), 1);
+
+    // With a filter, an empty answer is an answer.
+    let lake2 = dir.path().join("filtered");
+    let mut o = options(&lake2, &url);
+    o.filter = Some("computerDnsName eq 'no-such-machine'".into());
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("a filter matching nothing");
+    assert_eq!(machines_of(&report), Some(0));
+}
+
 /// `mdesnap ingest` against an emulator, with the emulator's credentials in the
 /// environment.
 fn ingest_command(url: &str, lake: &Path, secret: &str) -> std::process::Command {

@@ -88,6 +88,9 @@ pub struct IngestArgs {
     /// Also take security_states from the Graph preview route (retired by Microsoft; opt-in)
     #[arg(long)]
     security_states: bool,
+    /// Commit a snapshot with no machines when the machines list answers 404 (after --retries) or an empty first page; without it either fails the run, since a wrong path or a faulty gateway answers the same (with --filter an empty answer is always taken)
+    #[arg(long)]
+    allow_empty: bool,
     /// Machines per page ($top), 1 to 10000
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     page_size: u32,
@@ -240,6 +243,7 @@ fn options(args: &IngestArgs, cancel: Cancel) -> anyhow::Result<IngestOptions> {
         false,
     )?;
     o.security_states = args.security_states;
+    o.allow_empty = args.allow_empty;
     o.page_size = args.page_size;
     o.max_pages = args.max_pages;
     o.limits = Limits {
