@@ -5,7 +5,9 @@
 //! service paging below `$top`). `@odata.nextLink` is followed only when it advances
 //! and keeps every option sent (the same origin and path, `$filter` and `$top` as
 //! sent, a larger `$skip`); the 2022 links that lost the `$` of their options and never
-//! advance are ignored with a warning, and paging goes on by `$skip`.
+//! advance are ignored with a warning, and paging goes on by `$skip`, which reads the
+//! list whole anyway. A link that leaves the origin or path fails the run: following it
+//! would send the token elsewhere, and the service says there is more.
 //!
 //! An empty fleet is never presumed. A 404 from the list is retried like a 5xx (a
 //! wrong path and a faulty gateway answer 404 too), then fails the run; so does an
@@ -25,8 +27,9 @@
 //!
 //! The user and domain endpoints answer one collection each (followed through a
 //! nextLink if they give one; a 404 means no rows); the security states route pages
-//! by an opaque `$skiptoken` link, followed while it stays on the same route and never
-//! repeats. `--max-pages` bounds them all together.
+//! by an opaque `$skiptoken` link. Those links are the only way on, so one that leaves
+//! the route or asks for a page already read fails the run rather than cut the
+//! collection short. `--max-pages` bounds them all together.
 
 use std::collections::HashSet;
 
@@ -94,6 +97,14 @@ pub enum PageError {
         "{url}: the service answered no machines at all; an empty answer is taken for a fault until shown otherwise: if the tenant has no machines, run again with --allow-empty"
     )]
     EmptyList { url: String },
+    #[error(
+        "{url}: the service's @odata.nextLink {link} leaves the route it pages (another origin or path): following it would send the token elsewhere, and stopping would cut the collection short"
+    )]
+    LinkLeavesRoute { url: String, link: String },
+    #[error(
+        "{url}: the service's @odata.nextLink {link} asks again for a page already read: the collection cannot be read whole"
+    )]
+    LinkRepeats { url: String, link: String },
     #[error("'{0}' cannot be a path segment (a user or domain name may not be empty, '.' or '..')")]
     BadSegment(String),
     #[error("the writer stopped")]
@@ -415,6 +426,9 @@ pub async fn machines(
         offset = skip + n;
         let mut continued = false;
         if let Some(link) = next {
+            if !same_route(&link, &url) {
+                return Err(PageError::LinkLeavesRoute { url, link });
+            }
             match next_skip(&link, &url, skip) {
                 // A link that jumps past rows not received would skip them.
                 Ok(s) if s > offset => {
@@ -451,8 +465,9 @@ pub trait AsyncSink {
     ) -> impl std::future::Future<Output = Result<(), PageError>> + Send;
 }
 
-/// A collection that pages by nextLink: the first URL, then the links it gives while
-/// they stay on the route and never repeat.
+/// A collection that pages by nextLink: the first URL, then the links it gives, each
+/// on the route and never one asked before (or the page fails: the link is the only
+/// way to the rest).
 #[derive(Debug)]
 pub struct Linked {
     route: &'static str,
@@ -502,14 +517,14 @@ impl Linked {
             next: link,
             count,
         } = split(&url, answer)?;
-        match link {
-            Some(link) if same_route(&link, &self.first) && !self.asked.contains(&link) => {
-                self.next = Some(link);
+        if let Some(link) = link {
+            if !same_route(&link, &self.first) {
+                return Err(PageError::LinkLeavesRoute { url, link });
             }
-            Some(link) => events(Event::Warning(format!(
-                "not following @odata.nextLink {link}: it leaves the route or repeats a page"
-            ))),
-            None => {}
+            if self.asked.contains(&link) {
+                return Err(PageError::LinkRepeats { url, link });
+            }
+            self.next = Some(link);
         }
         Ok(Some(LinkedPage {
             url,

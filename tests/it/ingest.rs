@@ -854,6 +854,49 @@ async fn an_empty_machines_list_is_refused_unless_allowed_or_filtered() {
     assert_eq!(machines_of(&report), Some(0));
 }
 
+#[tokio::test]
+async fn a_next_link_leaving_the_route_fails_the_run_on_every_collection() {
+    let cfg = EmulatorConfig {
+        machines: 90,
+        ..EmulatorConfig::default()
+    };
+    let f = fleet(&cfg);
+    let r = rig(cfg).await;
+    let (url, lake) = (r.url.clone(), r.lake.clone());
+    let mut o = options(&lake, &url);
+    o.users = f.user_names().into_iter().take(2).collect();
+    o.domains = f.domain_names().into_iter().take(2).collect();
+    o.security_states = true;
+    for route in [
+        "/api/machines",
+        "/api/users/{id}/machines",
+        "/api/domains/{domain}/machines",
+        "/testwdatppreview/machinesecuritystates",
+    ] {
+        set_faults(
+            &url,
+            serde_json::json!({format!("foreign_next_link@{route}"): 1.0}),
+        )
+        .await;
+        let (report, _) = run_ingest(&o).await;
+        let err = report.expect_err("a collection cut short is no collection");
+        assert!(
+            matches!(err, IngestError::Page(PageError::LinkLeavesRoute { .. })),
+            "{route}: {err}"
+        );
+        assert!(
+            err.to_string().contains("https://elsewhere.invalid/"),
+            "{err}"
+        );
+        let path = route.split('{').next().unwrap_or(route);
+        assert!(err.to_string().contains(path), "{route}: {err}");
+        assert_eq!(committed(&lake), 0, "{route}");
+    }
+    set_faults(&url, serde_json::json!({})).await;
+    let (report, _) = run_ingest(&o).await;
+    report.expect("without the fault");
+}
+
 /// `mdesnap ingest` against an emulator, with the emulator's credentials in the
 /// environment.
 fn ingest_command(url: &str, lake: &Path, secret: &str) -> std::process::Command {
