@@ -1134,3 +1134,93 @@ async fn kill_9_and_ctrl_c_leave_nothing_visible() {
     assert_eq!(assert_whole(&lake).await, committed + 1);
     assert!(crate::leftovers(&lake).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sudden_shrink_is_not_committed_unless_allowed() {
+    // The same fleet seen whole (300 machines) and by a service that lost two thirds
+    // of it: the change tables must not record 200 machines removed by mistake.
+    let of = |machines| {
+        Emulator::start(EmulatorConfig {
+            machines,
+            ..EmulatorConfig::default()
+        })
+    };
+    let (whole, shrunk) = (
+        of(300).await.expect("starts"),
+        of(100).await.expect("starts"),
+    );
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    let first = report.expect("a first snapshot").manifest.id;
+
+    let o = options(&lake, &shrunk.url());
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("a sudden shrink is refused");
+    let IngestError::Shrunk(shrink) = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (shrink.rows, shrink.previous_rows, shrink.fraction),
+        (100, 300, 0.5)
+    );
+    assert_eq!(shrink.previous, first);
+    let text = err.to_string();
+    for part in [
+        "100 machines",
+        "300",
+        "--min-fraction",
+        "--allow-shrink",
+        &first,
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert_eq!(committed(&lake), 1, "nothing committed");
+
+    // Another scope is compared with its own past only.
+    let mut filtered = options(&lake, &shrunk.url());
+    filtered.filter = Some("riskScore eq 'High'".into());
+    let (report, _) = run_ingest(&filtered).await;
+    report.expect("the first snapshot of its scope");
+    // A lower fraction, or --allow-shrink, lets it through.
+    let mut lower = options(&lake, &shrunk.url());
+    lower.min_fraction = 0.3;
+    let (report, _) = run_ingest(&lower).await;
+    report.expect("100 of 300 is above 0.3");
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    report.expect("growing is no shrink");
+    let mut allowed = options(&lake, &shrunk.url());
+    allowed.allow_shrink = true;
+    let (report, _) = run_ingest(&allowed).await;
+    report.expect("allowed");
+    assert_eq!(committed(&lake), 5);
+
+    let mut bad = options(&lake, &shrunk.url());
+    bad.min_fraction = 1.5;
+    let (report, _) = run_ingest(&bad).await;
+    assert!(
+        matches!(report, Err(IngestError::MinFraction(_))),
+        "{report:?}"
+    );
+
+    // The command: exit 2, the counts and the flags on stderr.
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    report.expect("300 again");
+    let out = ingest_output(&shrunk.url(), &lake, "emulator-secret", &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("100 machines") && err.contains("300") && err.contains("--allow-shrink"),
+        "{err}"
+    );
+    let out = ingest_output(
+        &shrunk.url(),
+        &lake,
+        "emulator-secret",
+        &["--min-fraction", "2"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--min-fraction"), "{}", stderr(&out));
+    assert_eq!(committed(&lake), 6);
+}

@@ -105,7 +105,10 @@ Sign-in: client credentials from --tenant-id/--client-id/--client-secret or \
 AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, or --auth device-code for a user \
 (tokens cached in a 0600 file). Limits: at most --calls-per-minute and --calls-per-hour \
 requests per route, retries included; 429 waits Retry-After; 5xx, timeouts and cut \
-connections are retried with backoff; 400 and 403 stop the run.\n\n\
+connections are retried with backoff; 400 and 403 stop the run. What looks like a fault is \
+not committed as a changed fleet: a 404 or an empty answer from the machines list \
+(--allow-empty), a nextLink leaving its route, a snapshot below --min-fraction of the previous \
+one (--allow-shrink).\n\n\
 Without a tenant, against `mdesnap emulate`: --base-url and --authority-url name it, and its \
 credentials are emulator-tenant, emulator-client and emulator-secret. See docs/ingest.md."
     )]
