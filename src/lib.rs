@@ -2,6 +2,7 @@
 //! Parquet snapshots in a lake folder, and answers SQL over them with Apache DataFusion.
 //!
 //! The pieces, bottom up:
+//! - [`rng`]: the seeded random numbers of the fleet, the emulator and the backoff;
 //! - [`schema`]: the tables and their columns, and the API name <-> column mapping;
 //! - [`snapshot`]: snapshot ids, the path scheme and the manifest;
 //! - [`changes`]: what changed between two snapshots' batches, knowing no lake;
@@ -40,6 +41,7 @@ pub mod lake;
 pub mod odata;
 pub mod output;
 pub mod repl;
+pub mod rng;
 pub mod schema;
 pub mod snapshot;
 

@@ -16,7 +16,7 @@ use datafusion::scalar::ScalarValue;
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, Denied, GRAPH_AUDIENCE, MDE_AUDIENCES};
-use super::state::{Claims, FaultKind, Faults, Shared};
+use super::state::{Claims, FaultKind, Faults, Shared, T_DOMAIN, T_GET, T_LIST, T_STATES, T_USER};
 use crate::odata::ast::{Expr as Ast, ExprKind};
 use crate::odata::query::{ODataQuery, parse_query};
 use crate::odata::to_expr::{Scope, to_expr, to_value_expr};
@@ -39,13 +39,6 @@ pub const FILTERABLE: &[&str] = &[
     "riskScore",
     "rbacGroupId",
 ];
-
-/// Route templates: the unit of throttling and of the stats.
-const T_LIST: &str = "/api/machines";
-const T_GET: &str = "/api/machines/{id}";
-const T_USER: &str = "/api/users/{id}/machines";
-const T_DOMAIN: &str = "/api/domains/{domain}/machines";
-const T_STATES: &str = "/testwdatppreview/machinesecuritystates";
 
 const ODATA_CONTENT_TYPE: &str =
     "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
@@ -207,13 +200,7 @@ async fn dispatch(
         _ => None,
     };
     let Some((template, graph, rest)) = route else {
-        return Reply::error(
-            &sh,
-            404,
-            "NotFound",
-            format!("Resource '{path}' was not found"),
-        )
-        .into_response(false);
+        return unknown_path(&sh, &path);
     };
     if method != Method::GET {
         return Reply::error(
@@ -247,7 +234,7 @@ async fn dispatch(
         .and_then(|h| h.get(7..))
         .map(str::trim)
         .unwrap_or_default();
-    if sh.lock().revoke_roll(presented) {
+    if sh.lock().revoke_roll(presented, template) {
         let mut r = Reply::error(
             &sh,
             401,
@@ -269,14 +256,16 @@ async fn dispatch(
         return r.into_response(false);
     }
     // Faults, drawn per call.
-    let (slow, e500, e429, drop, cut) = {
+    let (slow, e500, e429, drop, cut, e404) = {
         let mut inner = sh.lock();
         (
-            inner.roll(FaultKind::Slow),
-            inner.roll(FaultKind::Error500),
-            inner.roll(FaultKind::Throttle429),
-            inner.roll(FaultKind::Drop),
-            inner.roll(FaultKind::Cut),
+            inner.roll(FaultKind::Slow, template),
+            inner.roll(FaultKind::Error500, template),
+            inner.roll(FaultKind::Throttle429, template),
+            inner.roll(FaultKind::Drop, template),
+            inner.roll(FaultKind::Cut, template),
+            // A machine by id draws its own, once it is found.
+            template != T_GET && inner.roll(FaultKind::NotFound, template),
         )
     };
     if slow {
@@ -297,6 +286,10 @@ async fn dispatch(
     }
     if drop {
         return dropped();
+    }
+    if e404 {
+        // As the service answers a path it does not know (or a gateway, one it lost).
+        return unknown_path(&sh, &path);
     }
     let reply = match template {
         T_LIST => list(&sh, &claims, &host, &path, query.as_deref()).await,
@@ -320,8 +313,42 @@ async fn dispatch(
         ),
         _ => security_states(&sh, &host, query.as_deref()),
     };
+    let reply = if reply.status == StatusCode::OK
+        && template != T_GET
+        && sh.lock().roll(FaultKind::ForeignNextLink, template)
+    {
+        let query = query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        with_next_link(reply, format!("https://elsewhere.invalid{path}{query}"))
+    } else {
+        reply
+    };
     let cut = cut && reply.status == StatusCode::OK;
     reply.into_response(cut)
+}
+
+/// The service's 404 for a path it does not know.
+fn unknown_path(sh: &Shared, path: &str) -> Response {
+    Reply::error(
+        sh,
+        404,
+        "NotFound",
+        format!("Resource '{path}' was not found"),
+    )
+    .into_response(false)
+}
+
+/// A collection answer with `link` as its `@odata.nextLink`, in place of its own.
+fn with_next_link(mut reply: Reply, link: String) -> Reply {
+    if let Some(raw) = reply.raw.take() {
+        reply.body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    }
+    if let Value::Object(map) = &mut reply.body {
+        map.insert("@odata.nextLink".into(), Value::String(link));
+    }
+    reply
 }
 
 fn token_reply(r: Result<Value, auth::TokenError>) -> Response {
@@ -502,7 +529,7 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
         }
     }
     let skip = usize::try_from(skip.unwrap_or(0)).unwrap_or(usize::MAX);
-    if skip > 0 && sh.lock().roll(FaultKind::MutateBetweenPages) {
+    if skip > 0 && sh.lock().roll(FaultKind::MutateBetweenPages, T_LIST) {
         let mutated = sh.lock().mutate();
         if let Err(e) = mutated {
             return fleet_bug(sh, &e);
@@ -575,7 +602,7 @@ async fn list(sh: &Shared, claims: &Claims, host: &str, path: &str, query: Optio
     let more = end < ids.len();
     let mut next_link = None;
     if more && (top.is_none() || sh.config.next_link_with_top || page_len < asked) {
-        let buggy_link = !page.is_empty() && sh.lock().roll(FaultKind::BuggyNextLink);
+        let buggy_link = !page.is_empty() && sh.lock().roll(FaultKind::BuggyNextLink, T_LIST);
         // Built from every part sent, nameless ones included, so a buggy link followed
         // gives the same buggy link again, as the service did.
         let sent: Vec<&str> = query
@@ -724,7 +751,7 @@ fn get_one(sh: &Shared, claims: &Claims, host: &str, raw_id: &str) -> Reply {
     let Some(record) = found else {
         return not_found(sh);
     };
-    if sh.lock().roll(FaultKind::NotFound) {
+    if sh.lock().roll(FaultKind::NotFound, T_GET) {
         return not_found(sh);
     }
     let mut body = Map::new();

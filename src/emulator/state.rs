@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 
 use super::EmulatorConfig;
 use crate::decode::{DecodeError, MachineDecoder};
-use crate::fleet::{Fleet, FleetConfig, Rng};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::rng::Rng;
 
 /// Which key set machine records carry (contract section 2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +77,28 @@ pub enum FaultKind {
     BuggyNextLink,
     /// Machines are added and removed between two pages.
     MutateBetweenPages,
-    /// 404 for a machine that exists.
+    /// 404 for what exists: a machine by id, or a whole collection (as a wrong path or
+    /// a gateway answers).
     NotFound,
     /// 401: the token presented is revoked (never on its first use, so a client that
     /// renews once gets through).
     Revoke,
+    /// A collection answer whose nextLink points to another origin, in place of its
+    /// own or where it had none.
+    ForeignNextLink,
 }
 
+/// The route templates of the API: the unit of throttling, of the stats and of fault
+/// scopes.
+pub const T_LIST: &str = "/api/machines";
+pub const T_GET: &str = "/api/machines/{id}";
+pub const T_USER: &str = "/api/users/{id}/machines";
+pub const T_DOMAIN: &str = "/api/domains/{domain}/machines";
+pub const T_STATES: &str = "/testwdatppreview/machinesecuritystates";
+pub const ROUTES: [&str; 5] = [T_LIST, T_GET, T_USER, T_DOMAIN, T_STATES];
+
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Error500,
         FaultKind::Throttle429,
         FaultKind::Drop,
@@ -94,6 +108,7 @@ impl FaultKind {
         FaultKind::MutateBetweenPages,
         FaultKind::NotFound,
         FaultKind::Revoke,
+        FaultKind::ForeignNextLink,
     ];
 
     /// The name in `POST /_emulator/faults`, `--fault` and the stats.
@@ -108,6 +123,7 @@ impl FaultKind {
             FaultKind::MutateBetweenPages => "mutate_between_pages",
             FaultKind::NotFound => "404",
             FaultKind::Revoke => "401",
+            FaultKind::ForeignNextLink => "foreign_next_link",
         }
     }
 
@@ -117,24 +133,41 @@ impl FaultKind {
     }
 }
 
-/// Fault rates, each a probability from 0 to 1 per API call.
+/// Fault rates, each a probability from 0 to 1 per API call, by kind (`500`) or by
+/// kind on one route template (`500@/api/machines`), which replaces the kind's rate
+/// there.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults(pub BTreeMap<String, f64>);
 
 impl Faults {
-    /// The rate of `kind`.
-    pub fn rate(&self, kind: FaultKind) -> f64 {
-        self.0.get(kind.name()).copied().unwrap_or(0.0)
+    /// The rate of `kind` on route template `route`.
+    pub fn rate(&self, kind: FaultKind, route: &str) -> f64 {
+        self.0
+            .get(&format!("{}@{route}", kind.name()))
+            .or_else(|| self.0.get(kind.name()))
+            .copied()
+            .unwrap_or(0.0)
     }
 
-    /// Checks names and rates.
+    /// Checks names, routes and rates.
     pub fn validate(&self) -> Result<(), String> {
         for (k, v) in &self.0 {
-            if FaultKind::parse(k).is_none() {
+            let (kind, route) = k
+                .split_once('@')
+                .map_or((k.as_str(), None), |(k, r)| (k, Some(r)));
+            if FaultKind::parse(kind).is_none() {
                 let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                 return Err(format!(
-                    "unknown fault '{k}' (expected one of {})",
+                    "unknown fault '{kind}' (expected one of {})",
                     names.join(", ")
+                ));
+            }
+            if let Some(route) = route
+                && !ROUTES.contains(&route)
+            {
+                return Err(format!(
+                    "fault '{k}': unknown route '{route}' (expected one of {})",
+                    ROUTES.join(", ")
                 ));
             }
             if !(0.0..=1.0).contains(v) {
@@ -349,20 +382,21 @@ impl Inner {
         self.view.refresh(self.profile)
     }
 
-    /// Counts a call made with `token`; true when the `401` fault revokes it now.
-    pub fn revoke_roll(&mut self, token: &str) -> bool {
+    /// Counts a call made with `token` to `route`; true when the `401` fault revokes
+    /// it now.
+    pub fn revoke_roll(&mut self, token: &str, route: &str) -> bool {
         let uses = self.token_uses.entry(token.to_string()).or_insert(0);
         *uses += 1;
-        if *uses > 1 && self.roll(FaultKind::Revoke) {
+        if *uses > 1 && self.roll(FaultKind::Revoke, route) {
             self.tokens.remove(token);
             return true;
         }
         false
     }
 
-    /// Draws whether a fault of `kind` is served now, and counts it.
-    pub fn roll(&mut self, kind: FaultKind) -> bool {
-        let rate = self.faults.rate(kind);
+    /// Draws whether a fault of `kind` is served now on `route`, and counts it.
+    pub fn roll(&mut self, kind: FaultKind, route: &str) -> bool {
+        let rate = self.faults.rate(kind, route);
         if rate <= 0.0 {
             return false;
         }

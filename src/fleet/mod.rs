@@ -15,12 +15,11 @@
 //! every fleet, their dates moved onto the fleet's clock.
 
 mod names;
-mod rng;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Map, Value, json};
 
-pub use rng::Rng;
+pub use crate::rng::Rng;
 
 use crate::cancel::{Cancel, Interrupted};
 

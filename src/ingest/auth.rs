@@ -98,10 +98,19 @@ pub enum AuthError {
     Declined,
     #[error("device-code sign-in uses the v2 endpoint; drop --token-endpoint v1")]
     DeviceCodeNeedsV2,
-    #[error("token cache {}: {source}", path.display())]
+    #[error("{op} token cache {}: {source}", path.display())]
     Cache {
+        op: &'static str,
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "token cache {} is damaged ({source}); delete it and run again (the run after signs in anew)",
+        path.display()
+    )]
+    CacheDamaged {
+        path: PathBuf,
+        source: serde_json::Error,
     },
 }
 
@@ -338,18 +347,14 @@ impl TokenSource {
             None => self.device_code(client_id, events).await?,
         };
         if let Some(path) = cache {
-            let mut file = read_cache(path)?;
-            file.entries.insert(
-                key,
-                CacheEntry {
-                    access_token: access.clone(),
-                    expires_at: now + lifetime.as_secs() as i64,
-                    refresh_token: refresh
-                        .clone()
-                        .or_else(|| self.refresh.as_ref().map(|r| r.expose().to_string())),
-                },
-            );
-            write_cache(path, &file)?;
+            let entry = CacheEntry {
+                access_token: access.clone(),
+                expires_at: now + lifetime.as_secs() as i64,
+                refresh_token: refresh
+                    .clone()
+                    .or_else(|| self.refresh.as_ref().map(|r| r.expose().to_string())),
+            };
+            store(path, key, entry)?;
         }
         Ok((access, lifetime, refresh))
     }
@@ -514,44 +519,91 @@ fn token_of(url: &str, answer: Value) -> Result<(String, Duration, Option<String
 
 fn read_cache(path: &Path) -> Result<CacheFile, AuthError> {
     match std::fs::read(path) {
-        // A damaged cache only costs a sign-in.
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+        // A cache that does not parse is not taken for an empty one: writing over it
+        // would lose the sign-ins it holds, and hide whatever damaged it.
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| AuthError::CacheDamaged {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CacheFile::default()),
         Err(source) => Err(AuthError::Cache {
+            op: "reading",
             path: path.to_path_buf(),
             source,
         }),
     }
 }
 
-/// Writes the cache readable by its owner only: a temporary 0600 file beside it,
-/// renamed over it.
-fn write_cache(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
-    use std::io::Write;
-    let err = |source| AuthError::Cache {
+/// Puts `entry` in the cache under `key`, keeping the other entries. The cache is
+/// read again and written under an exclusive lock of `<cache>.lock` (a 0600 file
+/// beside it, locked with `flock`, which the kernel drops when a holder dies), so two
+/// runs signing in at once each keep their entry. The lock is held for a read and a
+/// write of a small file: a caller on an async thread waits that long at most.
+fn store(path: &Path, key: String, entry: CacheEntry) -> Result<(), AuthError> {
+    let err = |op, source| AuthError::Cache {
+        op,
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder.create(dir).map_err(err)?;
+    private_dir(path).map_err(|e| err("writing", e))?;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = private_file()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(PathBuf::from(name))
+        .map_err(|e| err("locking", e))?;
+    lock.lock().map_err(|e| err("locking", e))?;
+    let mut file = read_cache(path)?;
+    file.entries.insert(key, entry);
+    write_cache(path, &file)
+    // `lock` is closed here, which releases it.
+}
+
+/// Creates the cache's folder, readable by its owner only, if it is missing.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
     }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    builder.create(dir)
+}
+
+/// Options that create a file readable by its owner only.
+fn private_file() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
+    options
+}
+
+/// Writes the cache readable by its owner only: a temporary 0600 file beside it,
+/// renamed over it (a reader sees the old cache or the new one, never half of one).
+fn write_cache(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
+    use std::io::Write;
+    let err = |source| AuthError::Cache {
+        op: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    private_dir(path).map_err(err)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let json = serde_json::to_vec_pretty(file).map_err(|e| err(std::io::Error::other(e)))?;
-    let written = options
+    let written = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(&tmp)
         .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()));
     if let Err(e) = written {
@@ -589,23 +641,67 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub").join("tokens.json");
-        let mut file = CacheFile::default();
-        file.entries.insert(
-            "k".into(),
-            CacheEntry {
-                access_token: "a".into(),
-                expires_at: 1,
-                refresh_token: None,
-            },
-        );
-        write_cache(&path, &file).expect("writes");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        store(&path, "k".into(), entry(1)).expect("writes");
+        for file in [
+            path.clone(),
+            dir.path().join("sub").join("tokens.json.lock"),
+        ] {
+            let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
         let parent = std::fs::metadata(path.parent().expect("dir"))
             .expect("meta")
             .permissions()
             .mode();
         assert_eq!(parent & 0o777, 0o700);
         assert_eq!(read_cache(&path).expect("reads").entries.len(), 1);
+    }
+
+    fn entry(n: i64) -> CacheEntry {
+        CacheEntry {
+            access_token: format!("a{n}"),
+            expires_at: n,
+            refresh_token: None,
+        }
+    }
+
+    #[test]
+    fn a_damaged_cache_is_an_error_naming_the_file_and_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.json");
+        std::fs::write(&path, b"{\"entries\": {\"k\": trunc").expect("writes");
+        let err = read_cache(&path).expect_err("a damaged cache is no empty cache");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("delete"), "says how to fix it: {text}");
+        let err = store(&path, "k".into(), entry(1)).expect_err("not overwritten");
+        assert!(matches!(err, AuthError::CacheDamaged { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(&path).expect("reads"),
+            b"{\"entries\": {\"k\": trunc"
+        );
+    }
+
+    #[test]
+    fn writers_at_once_keep_every_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.json");
+        let (writers, each) = (8, 12);
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let path = &path;
+                scope.spawn(move || {
+                    for i in 0..each {
+                        store(path, format!("w{w}-{i}"), entry(i)).expect("stores");
+                    }
+                });
+            }
+        });
+        let file = read_cache(&path).expect("reads");
+        assert_eq!(
+            file.entries.len(),
+            writers * each as usize,
+            "no update lost"
+        );
     }
 }

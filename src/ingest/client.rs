@@ -3,8 +3,11 @@
 //! token's life), then the call. 429 waits `Retry-After` (capped) and does not count
 //! against the retry budget; 5xx, timeouts, dropped connections and cut or garbled
 //! bodies are retried with exponential backoff and full jitter; a 401 gets a new token
-//! once; 400, 403 and other 4xx stop with the service's own message; 404 means no
-//! rows. Every attempt, retries and 401s included, takes a limiter slot.
+//! once; 400, 403 and other 4xx stop with the service's own message. What a 404 means
+//! is the caller's to say ([`On404`]): no rows (a user or a domain the service does not
+//! know), or a fault until shown otherwise (the machines list: a wrong path or a
+//! gateway answers 404 too), retried like a 5xx. Every attempt, retries and 401s
+//! included, takes a limiter slot.
 
 use std::time::Duration;
 
@@ -21,8 +24,24 @@ use super::rate_limit::Limiter;
 pub enum Answer<T> {
     /// The body, parsed.
     Json(T),
-    /// 404: no such collection (an empty tenant, an unknown user).
-    NotFound,
+    /// 404: at once under [`On404::NoRows`], after every retry under
+    /// [`On404::Retry`].
+    NotFound {
+        /// Attempts made, the last of which answered 404.
+        attempts: u32,
+        /// The service's code and message, when it gave them.
+        message: String,
+    },
+}
+
+/// What a 404 from a route means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On404 {
+    /// No rows: returned at once (a user or a domain the service does not know).
+    NoRows,
+    /// Perhaps a fault (a wrong path, a gateway): retried like a 5xx, and returned
+    /// only when the retries are spent, for the caller to judge.
+    Retry,
 }
 
 /// Why a call failed for good.
@@ -131,18 +150,21 @@ impl ApiClient {
 
     /// GETs `url` of route template `route` (Graph's tokens when `graph`), its body
     /// parsed as `T`; a body that does not parse (a cut the transport did not see) is
-    /// retried like any transient failure.
+    /// retried like any transient failure, and a 404 as `on_404` says.
     pub async fn get<T: DeserializeOwned>(
         &mut self,
         route: &'static str,
         graph: bool,
         url: &str,
+        on_404: On404,
         events: Observer<'_>,
     ) -> Result<Answer<T>, ApiError> {
         let mut transient = 0u32;
         let mut throttled = 0u32;
         let mut renewed = false;
         loop {
+            // The service's words when this attempt is a 404 to retry.
+            let mut not_found = None;
             self.limiter
                 .acquire(route, |wait| {
                     events(Event::Waiting {
@@ -186,7 +208,28 @@ impl ApiClient {
                             }
                             Err(e) => e.to_string(),
                         },
-                        404 => return Ok(Answer::NotFound),
+                        404 if on_404 == On404::NoRows => {
+                            return Ok(Answer::NotFound {
+                                attempts: 1,
+                                message: String::new(),
+                            });
+                        }
+                        404 => {
+                            let (code, message) = service_error(response).await;
+                            let said = [code, message]
+                                .into_iter()
+                                .filter(|s| !s.is_empty())
+                                .collect::<Vec<_>>()
+                                .join(": ");
+                            let said = if said.is_empty() {
+                                "no error body".to_string()
+                            } else {
+                                said
+                            };
+                            let why = format!("404 Not Found ({said})");
+                            not_found = Some(said);
+                            why
+                        }
                         401 => {
                             let (_, message) = service_error(response).await;
                             if renewed {
@@ -237,6 +280,12 @@ impl ApiClient {
             };
             transient += 1;
             if transient > self.policy.retries {
+                if let Some(message) = not_found {
+                    return Ok(Answer::NotFound {
+                        attempts: transient,
+                        message,
+                    });
+                }
                 return Err(ApiError::GaveUp {
                     url: url.to_string(),
                     attempts: transient,

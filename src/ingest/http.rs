@@ -4,11 +4,12 @@
 //! jitter.
 
 use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::fleet::Rng;
+use crate::rng::Rng;
 
 /// Installs rustls's ring provider as the process default, once. reqwest is built
 /// without a provider of its own (its default, aws-lc-rs, compiles a large C library),
@@ -71,13 +72,17 @@ impl Backoff {
     pub const CAP: Duration = Duration::from_secs(60);
 
     pub fn new(base: Duration) -> Self {
+        // Seeded from the clock, the process and a count of the backoffs made in it, so
+        // no two share a stream: jitter need not be reproducible, only spread.
+        static MADE: AtomicU64 = AtomicU64::new(0);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
         Backoff {
             base,
             cap: Self::CAP,
-            rng: Rng::derive(seed, &[std::process::id().into()]),
+            rng: Rng::derive(seed, &[std::process::id().into(), made]),
         }
     }
 

@@ -5,7 +5,15 @@
 //! service paging below `$top`). `@odata.nextLink` is followed only when it advances
 //! and keeps every option sent (the same origin and path, `$filter` and `$top` as
 //! sent, a larger `$skip`); the 2022 links that lost the `$` of their options and never
-//! advance are ignored with a warning, and paging goes on by `$skip`.
+//! advance are ignored with a warning, and paging goes on by `$skip`, which reads the
+//! list whole anyway. A link that leaves the origin or path fails the run: following it
+//! would send the token elsewhere, and the service says there is more.
+//!
+//! An empty fleet is never presumed. A 404 from the list is retried like a 5xx (a
+//! wrong path and a faulty gateway answer 404 too), then fails the run; so does an
+//! empty first page of the unfiltered list. The service does answer 404 for a tenant
+//! with no recent machines: `allow_empty` takes either as an empty list, on the first
+//! page only. A filter that matches nothing is an empty list as it is.
 //!
 //! Offset paging over a list that changes during the run can repeat machines (one
 //! onboarded before the offset pushes the rest back) and skip them (one retired before
@@ -18,9 +26,10 @@
 //! appears exactly once; one that changed, in one of its versions.
 //!
 //! The user and domain endpoints answer one collection each (followed through a
-//! nextLink if they give one); the security states route pages by an opaque
-//! `$skiptoken` link, followed while it stays on the same route and never repeats.
-//! `--max-pages` bounds them all together.
+//! nextLink if they give one; a 404 means no rows); the security states route pages
+//! by an opaque `$skiptoken` link. Those links are the only way on, so one that leaves
+//! the route or asks for a page already read fails the run rather than cut the
+//! collection short. `--max-pages` bounds them all together.
 
 use std::collections::HashSet;
 
@@ -28,7 +37,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::client::{Answer, ApiClient, ApiError};
+use super::client::{Answer, ApiClient, ApiError, On404};
 use super::endpoints::origin_of;
 use super::events::{Event, Observer};
 
@@ -68,6 +77,34 @@ pub enum PageError {
     NoId { url: String, index: usize },
     #[error("{url}: the answer has no 'value' array")]
     NoValue { url: String },
+    #[error(
+        "{url}: 404 Not Found after {attempts} attempts ({message}); the service answers 404 for a tenant with no recent machines, but so do a wrong path and a faulty gateway, so it is not taken for an empty tenant: if the tenant has no machines, run again with --allow-empty"
+    )]
+    ListNotFound {
+        url: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "{url}: 404 Not Found after {attempts} attempts ({message}), after earlier pages of the list were read: the list would be cut short"
+    )]
+    PageNotFound {
+        url: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "{url}: the service answered no machines at all; an empty answer is taken for a fault until shown otherwise: if the tenant has no machines, run again with --allow-empty"
+    )]
+    EmptyList { url: String },
+    #[error(
+        "{url}: the service's @odata.nextLink {link} leaves the route it pages (another origin or path): following it would send the token elsewhere, and stopping would cut the collection short"
+    )]
+    LinkLeavesRoute { url: String, link: String },
+    #[error(
+        "{url}: the service's @odata.nextLink {link} asks again for a page already read: the collection cannot be read whole"
+    )]
+    LinkRepeats { url: String, link: String },
     #[error("'{0}' cannot be a path segment (a user or domain name may not be empty, '.' or '..')")]
     BadSegment(String),
     #[error("the writer stopped")]
@@ -163,14 +200,21 @@ struct Page {
     count: Option<u64>,
 }
 
-/// The records, nextLink and count of an answer (none of a 404).
-fn split(url: &str, answer: Answer<Collection>) -> Result<Page, PageError> {
-    match answer {
-        Answer::NotFound => Ok(Page {
+impl Page {
+    /// No rows, no link.
+    fn empty() -> Page {
+        Page {
             records: Vec::new(),
             next: None,
             count: None,
-        }),
+        }
+    }
+}
+
+/// The records, nextLink and count of an answer (none of a 404).
+fn split(url: &str, answer: Answer<Collection>) -> Result<Page, PageError> {
+    match answer {
+        Answer::NotFound { .. } => Ok(Page::empty()),
         Answer::Json(c) => match c.value {
             Some(records) => Ok(Page {
                 records,
@@ -258,19 +302,35 @@ fn next_skip(link: &str, sent: &str, skip: u64) -> Result<u64, String> {
     Ok(next)
 }
 
+/// What `/api/machines` is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct ListOptions<'a> {
+    /// The API origin.
+    pub api: &'a str,
+    /// `$filter`, sent as given.
+    pub filter: Option<&'a str>,
+    /// `$top`.
+    pub page_size: u32,
+    /// Take a 404 (after the retries) or an empty first page for an empty tenant.
+    pub allow_empty: bool,
+}
+
 /// Reads `/api/machines`; `sink` gets the records not seen before, page by page.
 /// Returns the duplicates dropped.
-#[allow(clippy::too_many_arguments)]
 pub async fn machines(
     client: &mut ApiClient,
-    api: &str,
-    filter: Option<&str>,
-    page_size: u32,
+    list: ListOptions<'_>,
     budget: &mut Budget,
     seen: &mut HashSet<IdKey>,
     events: Observer<'_>,
     mut sink: impl AsyncSink,
 ) -> Result<u64, PageError> {
+    let ListOptions {
+        api,
+        filter,
+        page_size,
+        allow_empty,
+    } = list;
     let top = u64::from(page_size.max(1));
     let overlap = if top >= 2 {
         (top / 10).clamp(1, 1_000)
@@ -295,8 +355,32 @@ pub async fn machines(
             url.push_str("&$filter=");
             url.push_str(&utf8_percent_encode(f, QUERY_VALUE).to_string());
         }
-        let answer = client.get(T_LIST, false, &url, events).await?;
-        let Page { records, next, .. } = split(&url, answer)?;
+        let first = offset == 0;
+        let answer = client
+            .get(T_LIST, false, &url, On404::Retry, events)
+            .await?;
+        let page = match answer {
+            Answer::NotFound { .. } if first && allow_empty => Page::empty(),
+            Answer::NotFound { attempts, message } if first => {
+                return Err(PageError::ListNotFound {
+                    url,
+                    attempts,
+                    message,
+                });
+            }
+            Answer::NotFound { attempts, message } => {
+                return Err(PageError::PageNotFound {
+                    url,
+                    attempts,
+                    message,
+                });
+            }
+            answer => split(&url, answer)?,
+        };
+        let Page { records, next, .. } = page;
+        if first && records.is_empty() && filter.is_none() && !allow_empty {
+            return Err(PageError::EmptyList { url });
+        }
         let n = records.len() as u64;
         let mut keys = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
@@ -342,6 +426,9 @@ pub async fn machines(
         offset = skip + n;
         let mut continued = false;
         if let Some(link) = next {
+            if !same_route(&link, &url) {
+                return Err(PageError::LinkLeavesRoute { url, link });
+            }
             match next_skip(&link, &url, skip) {
                 // A link that jumps past rows not received would skip them.
                 Ok(s) if s > offset => {
@@ -378,8 +465,9 @@ pub trait AsyncSink {
     ) -> impl std::future::Future<Output = Result<(), PageError>> + Send;
 }
 
-/// A collection that pages by nextLink: the first URL, then the links it gives while
-/// they stay on the route and never repeat.
+/// A collection that pages by nextLink: the first URL, then the links it gives, each
+/// on the route and never one asked before (or the page fails: the link is the only
+/// way to the rest).
 #[derive(Debug)]
 pub struct Linked {
     route: &'static str,
@@ -421,20 +509,22 @@ impl Linked {
         };
         budget.take()?;
         self.asked.insert(url.clone());
-        let answer = client.get(self.route, self.graph, &url, events).await?;
+        let answer = client
+            .get(self.route, self.graph, &url, On404::NoRows, events)
+            .await?;
         let Page {
             records,
             next: link,
             count,
         } = split(&url, answer)?;
-        match link {
-            Some(link) if same_route(&link, &self.first) && !self.asked.contains(&link) => {
-                self.next = Some(link);
+        if let Some(link) = link {
+            if !same_route(&link, &self.first) {
+                return Err(PageError::LinkLeavesRoute { url, link });
             }
-            Some(link) => events(Event::Warning(format!(
-                "not following @odata.nextLink {link}: it leaves the route or repeats a page"
-            ))),
-            None => {}
+            if self.asked.contains(&link) {
+                return Err(PageError::LinkRepeats { url, link });
+            }
+            self.next = Some(link);
         }
         Ok(Some(LinkedPage {
             url,

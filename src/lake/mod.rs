@@ -32,7 +32,7 @@ pub use rebuild::{RebuildReport, rebuild_changes};
 pub(crate) use scan::update_manifest_cache;
 pub use scan::{BrokenSnapshot, LakeScan, scan_lake};
 pub use store::{BadLake, Lake, SCHEMES};
-pub use writer::{SnapshotWriter, WriterOptions};
+pub use writer::{Shrink, SnapshotWriter, WriterOptions};
 
 use crate::schema::Table;
 use crate::snapshot::{BadSnapshotId, SnapshotId};
@@ -93,6 +93,11 @@ pub enum LakeError {
     UndeclaredTable { table: Table },
     #[error("computing the changes of snapshot {id}: {reason}")]
     Changes { id: SnapshotId, reason: String },
+    #[error(
+        "{} machines, fewer than {} of the {} of snapshot {}, the previous one of its scope: not committed",
+        .0.rows, .0.fraction, .0.previous_rows, .0.previous
+    )]
+    Shrunk(Shrink),
     #[error("snapshot {id} was published by someone else while this writer held the lock")]
     ManifestExists { id: SnapshotId },
     #[error("corrupt manifest {}: {reason}", path.display())]

@@ -3,7 +3,7 @@
 
 use super::ast::Expr;
 use super::{ParseErrorKind, parse_filter};
-use crate::fleet::Rng;
+use crate::rng::Rng;
 
 fn sexp(s: &str) -> String {
     parse_filter(s)

@@ -530,6 +530,63 @@ async fn every_fault_mode() {
 }
 
 #[tokio::test]
+async fn faults_scoped_to_a_route_404_on_lists_and_foreign_next_links() {
+    // A kind on one route template replaces its rate there: the list 404s, a machine
+    // by id is served, a user's machines 404 at the kind's own rate.
+    let (emu, t) = with_faults(&[("404@/api/machines", 1.0), ("404", 0.0)]).await;
+    let (s, _, e) = get(&emu.url(), "/api/machines?$top=5", Some(&t)).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NotFound"))
+    );
+    let (s, _, _) = get(&emu.url(), "/api/machines/mymachine1.contoso.com", Some(&t)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = get(&emu.url(), "/api/users/nobody/machines", Some(&t)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, stats) = get(&emu.url(), "/_emulator/stats", None).await;
+    assert_eq!(stats["faults"]["404"], 1, "{stats}");
+
+    // A nextLink to another origin, on every collection, where it had one or none.
+    let (emu, t) = with_faults(&[("foreign_next_link", 1.0)]).await;
+    for path in [
+        "/api/machines?$top=5",
+        "/api/machines?$top=10000",
+        "/api/users/nobody/machines",
+        "/api/domains/contoso.com/machines",
+    ] {
+        let (s, _, v) = get(&emu.url(), path, Some(&t)).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(
+            v["@odata.nextLink"].as_str(),
+            Some(format!("https://elsewhere.invalid{path}").as_str()),
+            "{path}"
+        );
+        assert!(v["value"].is_array(), "{path}: {v}");
+    }
+    let (_, _, one) = get(&emu.url(), "/api/machines/mymachine1.contoso.com", Some(&t)).await;
+    assert!(
+        one.get("@odata.nextLink").is_none(),
+        "an entity is no collection"
+    );
+
+    // A route that is not a template of the API is refused.
+    let r = crate::http()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .body(r#"{"404@/api/nowhere": 1.0}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/api/nowhere")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn faults_and_advance_through_admin_routes() {
     let emu = Emulator::start(config()).await.expect("starts");
     let url = emu.url();

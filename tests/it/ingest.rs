@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use mdesnap::emulator::{Emulator, EmulatorConfig, Faults, Profile};
 use mdesnap::ingest::{
-    Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport, Limits, PageError,
-    Secret, WaitReason, ingest,
+    ApiError, AuthError, Credentials, Endpoints, Event, IngestError, IngestOptions, IngestReport,
+    Limits, PageError, Secret, WaitReason, ingest,
 };
 use mdesnap::lake::scan_lake;
 use mdesnap::{Engine, Names};
@@ -500,6 +500,26 @@ async fn a_device_code_sign_in_sees_its_groups_and_is_cached() {
     );
     let s = stats(&url).await;
     assert_eq!(s["token_requests"]["devicecode"], 1, "{s}");
+
+    // A damaged cache stops the run before any sign-in, names the file, and is kept.
+    std::fs::write(&cache, b"{\"entries\": [").expect("damages the cache");
+    let (report, events) = run_ingest(&o).await;
+    let err = report.expect_err("a damaged cache is an error");
+    assert!(
+        matches!(
+            err,
+            IngestError::Api(ApiError::Auth(AuthError::CacheDamaged { .. }))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&cache.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("delete it"), "{err}");
+    assert!(!events.iter().any(|e| matches!(e, Event::SignIn { .. })));
+    assert_eq!(std::fs::read(&cache).expect("kept"), b"{\"entries\": [");
+    assert_eq!(stats(&url).await["token_requests"]["devicecode"], 1);
 }
 
 #[tokio::test]
@@ -672,6 +692,209 @@ async fn refusals_and_the_page_bound_commit_nothing() {
     let scan = scan_lake(&lake).expect("the lake exists");
     assert!(scan.snapshots.is_empty(), "nothing committed");
     assert!(crate::leftovers(&lake).is_empty(), "nothing left behind");
+}
+
+/// Replaces the emulator's fault rates.
+async fn set_faults(url: &str, faults: Value) {
+    let r = crate::http()
+        .post(format!("{url}/_emulator/faults"))
+        .body(faults.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert!(r.status().is_success(), "{faults}");
+}
+
+/// Calls the emulator has had on route template `route`.
+async fn calls_on(url: &str, route: &str) -> u64 {
+    stats(url).await["calls"][route]["total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The machines a run committed.
+fn machines_of(report: &IngestReport) -> Option<u64> {
+    report
+        .manifest
+        .table(mdesnap::Table::Machines)
+        .map(|t| t.rows)
+}
+
+/// Snapshots committed in `lake`, and that nothing was left behind.
+fn committed(lake: &Path) -> usize {
+    assert!(crate::leftovers(lake).is_empty(), "nothing left behind");
+    scan_lake(lake).map_or(0, |s| s.snapshots.len())
+}
+
+#[tokio::test]
+async fn a_404_from_the_machines_list_is_retried_then_fails_naming_the_url() {
+    let r = rig(EmulatorConfig {
+        machines: 120,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake, dir) = (r.url.clone(), r.lake.clone(), &r.dir);
+    let mut o = options(&lake, &url);
+    o.retry.retries = 2;
+    let (report, _) = run_ingest(&o).await;
+    report.expect("a first snapshot");
+    // Now the list answers 404 as a wrong path or a gateway would: an empty snapshot
+    // would record all 120 machines as removed.
+    set_faults(&url, serde_json::json!({"404@/api/machines": 1.0})).await;
+    let (report, events) = run_ingest(&o).await;
+    let err = report.expect_err("a 404 from the list is no empty tenant");
+    assert!(
+        matches!(
+            err,
+            IngestError::Page(PageError::ListNotFound { attempts: 3, .. })
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{url}/api/machines?$top=")),
+        "{text}"
+    );
+    assert!(
+        text.contains("--allow-empty") && text.contains("no recent machines"),
+        "{text}"
+    );
+    assert_eq!(
+        calls_on(&url, "/api/machines").await,
+        1 + 3,
+        "retried twice"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Retrying { why, .. } if why.contains("404"))),
+        "{events:?}"
+    );
+    assert_eq!(committed(&lake), 1, "nothing committed");
+
+    // --allow-empty commits an empty snapshot deliberately (in a lake of its own: after
+    // 120 machines, the shrink guard would refuse it).
+    let lake2 = dir.path().join("empty");
+    let mut o = options(&lake2, &url);
+    o.retry.retries = 1;
+    o.allow_empty = true;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("an empty tenant, deliberately");
+    assert_eq!(machines_of(&report), Some(0));
+    assert_eq!(committed(&lake2), 1);
+}
+
+#[tokio::test]
+async fn transient_404s_from_the_machines_list_lose_nothing() {
+    let r = rig(EmulatorConfig {
+        machines: 300,
+        faults: Faults(
+            [("404@/api/machines".to_string(), 0.3)]
+                .into_iter()
+                .collect(),
+        ),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake) = (r.url.clone(), r.lake.clone());
+    let mut o = options(&lake, &url);
+    o.page_size = 50;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("ingests through the 404s");
+    assert!(report.calls.retries > 0, "{:?}", report.calls);
+    assert!(stats(&url).await["faults"]["404"].as_u64().unwrap_or(0) > 0);
+    set_faults(&url, serde_json::json!({})).await;
+    let theirs = service_records(&url).await;
+    let ours = lake_records(&lake).await;
+    assert_eq!(theirs.len(), 300);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "no page lost to a 404"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_machines_list_is_refused_unless_allowed_or_filtered() {
+    // An analyst whose device groups hold no machine: the list answers 200 [].
+    let r = rig(EmulatorConfig {
+        machines: 80,
+        users: vec![("nobody".into(), vec![424_242])],
+        approve_after: Duration::ZERO,
+        empty_tenant_404: false,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake, dir) = (r.url.clone(), r.lake.clone(), &r.dir);
+    let mut o = options(&lake, &url);
+    o.credentials = Credentials::DeviceCode {
+        client_id: "emulator-client".into(),
+        cache: Some(dir.path().join("tokens.json")),
+    };
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("an empty answer is a fault until shown otherwise");
+    assert!(
+        matches!(err, IngestError::Page(PageError::EmptyList { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--allow-empty"), "{err}");
+    assert_eq!(committed(&lake), 0);
+    o.allow_empty = true;
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("allowed");
+    assert_eq!(machines_of(&report), Some(0));
+    assert_eq!(committed(&lake), 1);
+
+    // With a filter, an empty answer is an answer.
+    let lake2 = dir.path().join("filtered");
+    let mut o = options(&lake2, &url);
+    o.filter = Some("computerDnsName eq 'no-such-machine'".into());
+    let (report, _) = run_ingest(&o).await;
+    let report = report.expect("a filter matching nothing");
+    assert_eq!(machines_of(&report), Some(0));
+}
+
+#[tokio::test]
+async fn a_next_link_leaving_the_route_fails_the_run_on_every_collection() {
+    let cfg = EmulatorConfig {
+        machines: 90,
+        ..EmulatorConfig::default()
+    };
+    let f = fleet(&cfg);
+    let r = rig(cfg).await;
+    let (url, lake) = (r.url.clone(), r.lake.clone());
+    let mut o = options(&lake, &url);
+    o.users = f.user_names().into_iter().take(2).collect();
+    o.domains = f.domain_names().into_iter().take(2).collect();
+    o.security_states = true;
+    for route in [
+        "/api/machines",
+        "/api/users/{id}/machines",
+        "/api/domains/{domain}/machines",
+        "/testwdatppreview/machinesecuritystates",
+    ] {
+        set_faults(
+            &url,
+            serde_json::json!({format!("foreign_next_link@{route}"): 1.0}),
+        )
+        .await;
+        let (report, _) = run_ingest(&o).await;
+        let err = report.expect_err("a collection cut short is no collection");
+        assert!(
+            matches!(err, IngestError::Page(PageError::LinkLeavesRoute { .. })),
+            "{route}: {err}"
+        );
+        assert!(
+            err.to_string().contains("https://elsewhere.invalid/"),
+            "{err}"
+        );
+        let path = route.split('{').next().unwrap_or(route);
+        assert!(err.to_string().contains(path), "{route}: {err}");
+        assert_eq!(committed(&lake), 0, "{route}");
+    }
+    set_faults(&url, serde_json::json!({})).await;
+    let (report, _) = run_ingest(&o).await;
+    report.expect("without the fault");
 }
 
 /// `mdesnap ingest` against an emulator, with the emulator's credentials in the
@@ -910,4 +1133,94 @@ async fn kill_9_and_ctrl_c_leave_nothing_visible() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(assert_whole(&lake).await, committed + 1);
     assert!(crate::leftovers(&lake).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sudden_shrink_is_not_committed_unless_allowed() {
+    // The same fleet seen whole (300 machines) and by a service that lost two thirds
+    // of it: the change tables must not record 200 machines removed by mistake.
+    let of = |machines| {
+        Emulator::start(EmulatorConfig {
+            machines,
+            ..EmulatorConfig::default()
+        })
+    };
+    let (whole, shrunk) = (
+        of(300).await.expect("starts"),
+        of(100).await.expect("starts"),
+    );
+    let dir = tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    let first = report.expect("a first snapshot").manifest.id;
+
+    let o = options(&lake, &shrunk.url());
+    let (report, _) = run_ingest(&o).await;
+    let err = report.expect_err("a sudden shrink is refused");
+    let IngestError::Shrunk(shrink) = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (shrink.rows, shrink.previous_rows, shrink.fraction),
+        (100, 300, 0.5)
+    );
+    assert_eq!(shrink.previous, first);
+    let text = err.to_string();
+    for part in [
+        "100 machines",
+        "300",
+        "--min-fraction",
+        "--allow-shrink",
+        &first,
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert_eq!(committed(&lake), 1, "nothing committed");
+
+    // Another scope is compared with its own past only.
+    let mut filtered = options(&lake, &shrunk.url());
+    filtered.filter = Some("riskScore eq 'High'".into());
+    let (report, _) = run_ingest(&filtered).await;
+    report.expect("the first snapshot of its scope");
+    // A lower fraction, or --allow-shrink, lets it through.
+    let mut lower = options(&lake, &shrunk.url());
+    lower.min_fraction = 0.3;
+    let (report, _) = run_ingest(&lower).await;
+    report.expect("100 of 300 is above 0.3");
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    report.expect("growing is no shrink");
+    let mut allowed = options(&lake, &shrunk.url());
+    allowed.allow_shrink = true;
+    let (report, _) = run_ingest(&allowed).await;
+    report.expect("allowed");
+    assert_eq!(committed(&lake), 5);
+
+    let mut bad = options(&lake, &shrunk.url());
+    bad.min_fraction = 1.5;
+    let (report, _) = run_ingest(&bad).await;
+    assert!(
+        matches!(report, Err(IngestError::MinFraction(_))),
+        "{report:?}"
+    );
+
+    // The command: exit 2, the counts and the flags on stderr.
+    let (report, _) = run_ingest(&options(&lake, &whole.url())).await;
+    report.expect("300 again");
+    let out = ingest_output(&shrunk.url(), &lake, "emulator-secret", &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("100 machines") && err.contains("300") && err.contains("--allow-shrink"),
+        "{err}"
+    );
+    let out = ingest_output(
+        &shrunk.url(),
+        &lake,
+        "emulator-secret",
+        &["--min-fraction", "2"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--min-fraction"), "{}", stderr(&out));
+    assert_eq!(committed(&lake), 6);
 }

@@ -88,6 +88,15 @@ pub struct IngestArgs {
     /// Also take security_states from the Graph preview route (retired by Microsoft; opt-in)
     #[arg(long)]
     security_states: bool,
+    /// Commit a snapshot with no machines when the machines list answers 404 (after --retries) or an empty first page; without it either fails the run, since a wrong path or a faulty gateway answers the same (with --filter an empty answer is always taken)
+    #[arg(long)]
+    allow_empty: bool,
+    /// Refuse a snapshot with fewer machines than this share (0 to 1) of the previous snapshot of the same source and --filter: a sudden shrink is taken for a fault, not for machines removed
+    #[arg(long, default_value_t = 0.5, value_name = "F", value_parser = fraction)]
+    min_fraction: f64,
+    /// Commit however few machines there are next to the previous snapshot (a tenant that really shrank)
+    #[arg(long)]
+    allow_shrink: bool,
     /// Machines per page ($top), 1 to 10000
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     page_size: u32,
@@ -124,6 +133,14 @@ pub struct IngestArgs {
     /// Set by `main` when --client-secret came from the command line.
     #[arg(skip)]
     pub secret_on_command_line: bool,
+}
+
+/// A share from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("'{text}' is not a number from 0 to 1")),
+    }
 }
 
 fn seconds(flag: &str, value: f64, max: f64) -> anyhow::Result<Duration> {
@@ -240,6 +257,9 @@ fn options(args: &IngestArgs, cancel: Cancel) -> anyhow::Result<IngestOptions> {
         false,
     )?;
     o.security_states = args.security_states;
+    o.allow_empty = args.allow_empty;
+    o.min_fraction = args.min_fraction;
+    o.allow_shrink = args.allow_shrink;
     o.page_size = args.page_size;
     o.max_pages = args.max_pages;
     o.limits = Limits {

@@ -105,7 +105,10 @@ Sign-in: client credentials from --tenant-id/--client-id/--client-secret or \
 AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, or --auth device-code for a user \
 (tokens cached in a 0600 file). Limits: at most --calls-per-minute and --calls-per-hour \
 requests per route, retries included; 429 waits Retry-After; 5xx, timeouts and cut \
-connections are retried with backoff; 400 and 403 stop the run.\n\n\
+connections are retried with backoff; 400 and 403 stop the run. What looks like a fault is \
+not committed as a changed fleet: a 404 or an empty answer from the machines list \
+(--allow-empty), a nextLink leaving its route, a snapshot below --min-fraction of the previous \
+one (--allow-shrink).\n\n\
 Without a tenant, against `mdesnap emulate`: --base-url and --authority-url name it, and its \
 credentials are emulator-tenant, emulator-client and emulator-secret. See docs/ingest.md."
     )]
@@ -260,7 +263,7 @@ struct EmulateArgs {
     /// Emit @odata.nextLink also when $top is given
     #[arg(long)]
     next_link_with_top: bool,
-    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, 401, buggy_next_link, mutate_between_pages); repeatable
+    /// A fault and its rate per call, KIND=RATE (500, 429, drop, cut, slow, 404, 401, buggy_next_link, mutate_between_pages, foreign_next_link), or on one route template, KIND@ROUTE=RATE (404@/api/machines=1); repeatable
     #[arg(long = "fault", value_name = "KIND=RATE")]
     faults: Vec<String>,
     /// How long a slow response takes, seconds (at most 600)

@@ -2,6 +2,10 @@
 //! seed gives the same fleet on every machine and with every dependency version
 //! (`rand`'s `StdRng` promises no such thing). xoshiro256** seeded through SplitMix64,
 //! integer arithmetic only: no floating point, whose last bits may differ by platform.
+//!
+//! It sits at the bottom of the crate, importing nothing of it: the synthetic fleet
+//! draws its machines from it, the emulator its faults, and the ingester the jitter of
+//! its backoff (seeded from the clock there), none through another.
 
 /// The generator. Cheap to create: derive one per (purpose, machine, day).
 #[derive(Debug, Clone)]
