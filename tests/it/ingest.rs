@@ -1224,3 +1224,125 @@ async fn a_sudden_shrink_is_not_committed_unless_allowed() {
     assert!(stderr(&out).contains("--min-fraction"), "{}", stderr(&out));
     assert_eq!(committed(&lake), 6);
 }
+
+/// A filtered snapshot in a lake of full ones: the latest and `_history` tables keep to
+/// the whole fleet's scope, a filtered scope is one `--scope` away, and every listing
+/// says which snapshot is of which scope. (Before scopes, `machines` read the filtered
+/// snapshot and `_history` mixed both.)
+#[tokio::test]
+async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
+    use mdesnap::engine::{EngineOptions, ScopeChoice};
+    let r = rig(EmulatorConfig {
+        machines: 120,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (url, lake) = (r.url.clone(), r.lake.clone());
+    for filter in [None, None, Some("riskScore eq 'High'")] {
+        let mut o = options(&lake, &url);
+        o.filter = filter.map(str::to_string);
+        let (report, _) = run_ingest(&o).await;
+        report.expect("ingests");
+    }
+    let fleet = service_records(&url).await.len();
+    let high = service_records(&url)
+        .await
+        .values()
+        .filter(|m| m["riskScore"] == "High")
+        .count();
+    assert!(high > 0 && high < fleet, "{high} of {fleet}");
+
+    let engine = Engine::open(&lake, None).expect("opens");
+    assert_eq!(engine.scope().map(ToString::to_string).as_deref(), Some("api"));
+    assert_eq!(crate::scalar(&engine, "SELECT count(*) FROM machines").await, fleet.to_string());
+    assert_eq!(
+        crate::scalar(&engine, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        "2"
+    );
+    // The last two snapshots are both of the whole fleet: nothing was removed.
+    assert_eq!(
+        crate::scalar(
+            &engine,
+            "SELECT count(*) FROM machine_changes WHERE change = 'removed'"
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(crate::scalar(&engine, "SELECT count(*) FROM snapshots").await, "3");
+    assert_eq!(
+        crate::scalar(&engine, "SELECT scope FROM snapshots ORDER BY snapshot DESC LIMIT 1").await,
+        "api:riskScore eq 'High'"
+    );
+
+    let filtered = Engine::open_with(
+        &lake,
+        EngineOptions {
+            scope: "api:riskScore eq 'High'".parse().expect("a scope"),
+            ..EngineOptions::default()
+        },
+    )
+    .expect("opens");
+    assert_eq!(crate::scalar(&filtered, "SELECT count(*) FROM machines").await, high.to_string());
+    assert_eq!(
+        crate::scalar(&filtered, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        "1"
+    );
+    let mut all = Engine::open_with(
+        &lake,
+        EngineOptions {
+            scope: ScopeChoice::All,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("opens");
+    assert_eq!(
+        crate::scalar(&all, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        "3"
+    );
+    // Back to the default in the same session, and a scope with no snapshot refused.
+    all.set_scope(ScopeChoice::Default).expect("switches");
+    assert_eq!(crate::scalar(&all, "SELECT count(*) FROM machines").await, fleet.to_string());
+    let none = all.set_scope("api:osPlatform eq 'Linux'".parse().expect("a scope"));
+    let e = none.expect_err("no snapshot of that scope");
+    assert!(e.to_string().contains("api:riskScore eq 'High'"), "{e}");
+    assert_eq!(crate::scalar(&all, "SELECT count(*) FROM machines").await, fleet.to_string());
+
+    // The command line: the scope column, --scope, and the console's banner and \scope.
+    let lake_s = lake.display().to_string();
+    let o = bin()
+        .args(["snapshots", "list", "--lake", &lake_s, "--format", "csv"])
+        .output()
+        .expect("runs");
+    let listed = stdout(&o);
+    assert_eq!(listed.lines().filter(|l| l.contains(",api,")).count(), 2, "{listed}");
+    assert!(listed.contains(",api:riskScore eq 'High',"), "{listed}");
+    let o = bin()
+        .args([
+            "query",
+            "--lake",
+            &lake_s,
+            "--scope",
+            "api:riskScore eq 'High'",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM machines",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(stdout(&o), format!("n\n{high}\n"), "{}", stderr(&o));
+    let o = bin()
+        .args(["query", "--lake", &lake_s, "--scope", "hunting", "SELECT 1"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("'hunting' is not a scope"), "{}", stderr(&o));
+    let o = bin()
+        .args(["repl", "--lake", &lake_s, "-c", "\\scope", "-c", "\\scope all"])
+        .output()
+        .expect("runs");
+    let out = stdout(&o);
+    assert!(out.contains("tables read scope api"), "{out}");
+    assert!(out.contains("* api: 2 snapshots"), "{out}");
+    assert!(out.contains("  api:riskScore eq 'High': 1 snapshot"), "{out}");
+    assert!(out.contains("tables now read every snapshot"), "{out}");
+}
