@@ -4,6 +4,7 @@ mod changes;
 mod cli;
 mod conformance;
 mod emulator;
+mod equivalence;
 mod fidelity;
 mod fuzz;
 mod ingest;
