@@ -40,10 +40,18 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mdesnap"))
 }
 
-/// Runs `mdesnap` with `args` and no `MDESNAP_LAKE` from the environment.
+/// Runs `mdesnap` with `args`, and no `MDESNAP_LAKE` or `MDESNAP_PLAIN_ENGINE` from
+/// the environment.
 pub fn run(args: &[&str]) -> Output {
+    run_with(args, &[])
+}
+
+/// Runs `mdesnap` with `args`, the environment as [`run`] leaves it plus `vars`.
+pub fn run_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
     bin()
         .args(args)
+        .env_remove("MDESNAP_PLAIN_ENGINE")
+        .envs(vars.iter().copied())
         .env_remove("MDESNAP_LAKE")
         .env_remove("RUST_LOG")
         .env_remove("MDESNAP_TOKEN_CACHE")
