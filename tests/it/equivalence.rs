@@ -205,8 +205,9 @@ fn write_lake(dir: &Path) {
 }
 
 /// The fleet's day as a snapshot of `tables` in files of about 20 kB and row groups of
-/// 150 rows, with odd values in some machines' names, statuses and groups, and odd user
-/// names. `domain_machines`, when taken without `user_machines`, is left empty.
+/// 150 rows, with odd values in some machines' names, statuses and groups, odd user
+/// names and teams of users. `domain_machines`, when taken without `user_machines`, is
+/// left empty.
 fn write_odd_snapshot(lake: &Path, fleet: &Fleet, tables: &[Table]) {
     const CHUNK: usize = 400;
     const ROW_GROUP_ROWS: usize = 150;
@@ -246,9 +247,23 @@ fn write_odd_snapshot(lake: &Path, fleet: &Fleet, tables: &[Table]) {
         }
     }
     if tables.contains(&Table::UserMachines) {
-        let mut users = PairBuilder::new(Table::UserMachines);
+        // Besides the fleet's users, two teams whose users have 7 and 10 machines
+        // each: listed together, runs of equal keys too many for `KeyedCountExec`'s
+        // table (more than 512 users in one file of one batch) and long enough (2 rows
+        // or more on average) to be counted a run at a time.
+        let teams: Vec<(String, &str)> = all
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| {
+                let id = m.id();
+                [
+                    (format!("team-{:03}", i % 150), id),
+                    (format!("crew-{:03}", i % 100), id),
+                ]
+            })
+            .collect();
         let fleet_pairs = fleet.user_pairs();
-        // Distinct pairs: an odd name may stand for two users of one machine.
+        // Distinct pairs, sorted: an odd name may stand for two users of one machine.
         let pairs: std::collections::BTreeSet<(&str, &str)> = fleet_pairs
             .iter()
             .enumerate()
@@ -256,13 +271,12 @@ fn write_odd_snapshot(lake: &Path, fleet: &Fleet, tables: &[Table]) {
                 4 => (edges[i / 9 % edges.len()].as_str(), id),
                 _ => (user.as_str(), id),
             })
+            .chain(teams.iter().map(|(user, id)| (user.as_str(), *id)))
             .collect();
+        // One append: one file.
+        let mut users = PairBuilder::new(Table::UserMachines);
         for (user, id) in pairs {
             users.push(user, id);
-            if users.len() >= CHUNK {
-                let batch = users.finish().expect("a batch");
-                writer.append(Table::UserMachines, &batch).expect("appends");
-            }
         }
         let batch = users.finish().expect("a batch");
         writer.append(Table::UserMachines, &batch).expect("appends");
@@ -718,10 +732,21 @@ fn positions(n: usize) -> String {
 /// Counts grouped by one to three keys (`KeyedCountExec`, its hand-over and its runs),
 /// with `FILTER`s, nullable and distinct counts, `HAVING`, `ORDER BY` and `LIMIT`.
 fn grouped_counts(g: &mut Gen) -> Query {
-    let tab = g.table();
+    // Each user's machines are listed together: too many users for the table, in runs.
+    let by_user = g.percent(12);
+    let tab = match by_user {
+        true => &TABLES[3],
+        false => g.table(),
+    };
     let (from, history) = g.from(tab, 70);
     let mut keys: Vec<String> = Vec::new();
-    for _ in 0..=g.below(3) {
+    if by_user {
+        keys.push("user_id".into());
+        if history && g.percent(50) {
+            keys.push("snapshot".into());
+        }
+    }
+    for _ in 0..g.below(3) + usize::from(!by_user) {
         let key = g.group_key(tab, history);
         if !keys.contains(&key) {
             keys.push(key);
