@@ -508,6 +508,7 @@ impl Gen<'_> {
         let table = tab.table;
         let lit = |g: &mut Self| g.literal(table, column, kind);
         match kind {
+            Few | Many | Id if self.percent(20) => self.string_function(table, column, &c),
             Few | Many | Id => match self.below(16) {
                 0..=2 => format!("{c} = {}", lit(self)),
                 3 | 4 => format!("{c} <> {}", lit(self)),
@@ -544,6 +545,36 @@ impl Gen<'_> {
                 1 => format!("{c} IS NULL"),
                 _ => format!("{c} <= {}", lit(self)),
             },
+        }
+    }
+
+    /// A comparison of a string function of `c` (the column `column`) with a literal
+    /// it may well equal: views that a kernel made, not the Parquet reader (a slice
+    /// of a longer value, a value trimmed), compared by `ViewEquality`.
+    fn string_function(&mut self, table: Table, column: &str, c: &str) -> String {
+        let value = self.text(table, column);
+        let chars: Vec<char> = value.chars().collect();
+        let (start, n) = (1 + self.below(4), 1 + self.below(16));
+        let part = |from: usize, n: usize| -> String { chars.iter().skip(from).take(n).collect() };
+        let op = self.pick(&["=", "=", "<>"]);
+        match self.below(5) {
+            0 => format!("substr({c}, 1, {n}) {op} {}", quote(&part(0, n))),
+            1 => format!(
+                "substr({c}, {start}, {n}) {op} {}",
+                quote(&part(start - 1, n))
+            ),
+            2 => {
+                let first = value.split('-').next().unwrap_or_default();
+                format!("split_part({c}, '-', 1) {op} {}", quote(first))
+            }
+            3 => {
+                let trimmed = value.trim_matches(['d', 'z', '-']);
+                format!("btrim({c}, 'dz-') {op} {}", quote(trimmed))
+            }
+            _ => format!(
+                "right({c}, {n}) {op} {}",
+                quote(&part(chars.len().saturating_sub(n), n))
+            ),
         }
     }
 
@@ -669,8 +700,9 @@ impl Gen<'_> {
     }
 
     /// A `lag()` of a column of `tab` (or an expression of one) over `window`, with an
-    /// offset and a default or not; and the value it lags.
-    fn lag(&mut self, tab: &Tab, window: &str) -> (String, String) {
+    /// offset and a default or not; the value it lags, and a condition on the lag
+    /// (named `prev`).
+    fn lag(&mut self, tab: &Tab, window: &str) -> (String, String, String) {
         let (column, kind) = match self.percent(15) {
             true => ("snapshot", Time),
             false => self.pick(tab.columns),
@@ -692,7 +724,13 @@ impl Gen<'_> {
             (1, true) if self.percent(50) => format!("lag({value}) OVER ({window})"),
             _ => format!("lag({value}, {offset}{default}) OVER ({window})"),
         };
-        (lag, value)
+        let condition = match (kind, self.below(4)) {
+            (Few | Many | Id, 0) => format!("prev = {}", quote(&self.text(tab.table, column))),
+            (Few | Many | Id, 1) => format!("prev <> {}", quote(&self.text(tab.table, column))),
+            (_, 2) => "prev IS NULL".to_string(),
+            _ => "prev IS NOT NULL".to_string(),
+        };
+        (lag, value, condition)
     }
 
     /// A table for a `lag()`: `domain_machines`, the largest, only rarely.
@@ -755,7 +793,9 @@ fn grouped_counts(g: &mut Gen) -> Query {
     let mut aggregates = vec!["count(*)".to_string()];
     for _ in 0..g.below(4) {
         let count = g.count(tab, history);
-        aggregates.push(count);
+        if !aggregates.contains(&count) {
+            aggregates.push(count);
+        }
     }
     if g.percent(10) {
         let (c, _) = g.pick(tab.columns);
@@ -763,9 +803,15 @@ fn grouped_counts(g: &mut Gen) -> Query {
     }
     let select = [keys.clone(), named(g, aggregates)].concat();
     let filter = g.maybe_where(tab, history, 50);
-    let having = match g.percent(20) {
-        true => format!(" HAVING count(*) > {}", g.pick(&[0, 1, 2, 10, 100])),
-        false => String::new(),
+    let having = match g.below(10) {
+        0 | 1 => format!(" HAVING count(*) > {}", g.pick(&[0, 1, 2, 10, 100])),
+        2 => {
+            // On an aggregate's own strings, views the aggregate made.
+            let c = g.string_column(tab, &[Few, Many]);
+            let op = g.pick(&["=", "<>"]);
+            format!(" HAVING max({c}) {op} {}", quote(&g.text(tab.table, c)))
+        }
+        _ => String::new(),
     };
     let limit = match g.percent(25) {
         true => format!(" LIMIT {}", g.pick(&[1, 5, 20])),
@@ -803,7 +849,10 @@ fn distinct_counts(g: &mut Gen) -> Query {
         }
     }
     if counted.is_empty() || g.percent(30) {
-        counted.push(g.count(tab, history));
+        let count = g.count(tab, history);
+        if !counted.contains(&count) {
+            counted.push(count);
+        }
     }
     let filter = g.maybe_where(tab, history, 40);
     let aggregates = named(g, counted).join(", ");
@@ -884,7 +933,7 @@ fn lag_below(g: &mut Gen) -> Query {
     let tab = g.lag_table();
     let from = tab.table.history_name();
     let window = g.window(tab);
-    let (lag, value) = g.lag(tab, &window);
+    let (lag, value, condition) = g.lag(tab, &window);
     let group = match g.percent(50) {
         true => Some(match g.percent(50) {
             true => "snapshot",
@@ -904,7 +953,10 @@ fn lag_below(g: &mut Gen) -> Query {
     inner.push(format!("{lag} AS prev"));
     let filter = g.maybe_where(tab, true, 30);
     let inner = format!("SELECT {} FROM {from}{filter}", inner.join(", "));
-    let outer_filter = g.pick(&["", " WHERE prev IS NOT NULL", " WHERE prev IS NULL"]);
+    let outer_filter = match g.percent(60) {
+        true => format!(" WHERE {condition}"),
+        false => String::new(),
+    };
     let counts = "count(*) AS n, count(prev) AS p, \
                   count(*) FILTER (WHERE prev IS DISTINCT FROM cur) AS changed, \
                   count(DISTINCT prev) AS d, max(prev) AS hi";
@@ -1194,6 +1246,10 @@ fn joins(g: &mut Gen) -> Query {
                 order.push("m.snapshot".into());
             }
             order.extend(other.key.iter().map(|k| format!("o.{k}")));
+            if !history && other.table.is_change() {
+                // A change table holds every snapshot's changes.
+                order.push("o.snapshot".into());
+            }
             let order = order.join(", ");
             sql(
                 "joins",
