@@ -243,21 +243,11 @@ fn request(rng: &mut Rng) -> String {
 }
 
 fn inputs() -> u64 {
-    std::env::var("MDESNAP_FUZZ_INPUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
+    crate::env_number("MDESNAP_FUZZ_INPUTS", 2_000)
 }
 
 fn seed() -> u64 {
-    std::env::var("MDESNAP_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        })
+    crate::seed_from_env("MDESNAP_FUZZ_SEED")
 }
 
 /// What `mdesnap query` does with a request, through to the last row; true when the

@@ -4,6 +4,7 @@ mod changes;
 mod cli;
 mod conformance;
 mod emulator;
+mod equivalence;
 mod fidelity;
 mod fuzz;
 mod ingest;
@@ -23,9 +24,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
+use mdesnap::fleet::FleetConfig;
 use mdesnap::generate::{GenerateOptions, generate};
 use mdesnap::lake::{PruneOptions, prune};
-use mdesnap::{Engine, Table};
+use mdesnap::{Engine, Manifest, Table};
 
 /// An HTTP client for the tests (reqwest here has no TLS provider of its own; the
 /// ingester installs ring's, and so must anyone else in the process).
@@ -39,10 +41,18 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mdesnap"))
 }
 
-/// Runs `mdesnap` with `args` and no `MDESNAP_LAKE` from the environment.
+/// Runs `mdesnap` with `args`, and no `MDESNAP_LAKE` or `MDESNAP_PLAIN_ENGINE` from
+/// the environment.
 pub fn run(args: &[&str]) -> Output {
+    run_with(args, &[])
+}
+
+/// Runs `mdesnap` with `args`, the environment as [`run`] leaves it plus `vars`.
+pub fn run_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
     bin()
         .args(args)
+        .env_remove("MDESNAP_PLAIN_ENGINE")
+        .envs(vars.iter().copied())
         .env_remove("MDESNAP_LAKE")
         .env_remove("RUST_LOG")
         .env_remove("MDESNAP_TOKEN_CACHE")
@@ -53,6 +63,28 @@ pub fn run(args: &[&str]) -> Output {
         .expect("the mdesnap binary runs")
 }
 
+/// A number from the environment variable `name`, or `default` when it is unset or
+/// not a number: the size of a randomized test's run.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The seed of a randomized test: the environment variable `name` replays a run;
+/// otherwise the clock's, so that every run tries new inputs.
+pub fn seed_from_env(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        })
+}
+
 /// The committed sample lake.
 pub fn sample_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data")
@@ -60,15 +92,27 @@ pub fn sample_data() -> PathBuf {
 
 /// A small generated lake in `dir`.
 pub fn small_lake(dir: &Path, machines: u64, days: u32) {
-    let options = GenerateOptions {
+    let fleet = FleetConfig {
         seed: 3,
         machines,
-        days,
         churn: 0.05,
-        start: None,
+        start: FleetConfig::default_start(),
+    };
+    generate_fleet(dir, &fleet, days);
+}
+
+/// `days` snapshots of the fleet `config` from its start, one a day, written into `dir`
+/// by `generate`.
+pub fn generate_fleet(dir: &Path, config: &FleetConfig, days: u32) -> Vec<Manifest> {
+    let options = GenerateOptions {
+        seed: config.seed,
+        machines: config.machines,
+        days,
+        churn: config.churn,
+        start: Some(config.start),
         ..GenerateOptions::default()
     };
-    generate(dir, &options, |_| {}).expect("generate succeeds");
+    generate(dir, &options, |_| {}).expect("generate succeeds")
 }
 
 pub fn stdout(o: &Output) -> String {

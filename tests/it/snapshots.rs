@@ -6,12 +6,17 @@
 //! After an intended change of output: `INSTA_UPDATE=always cargo test snapshots`,
 //! then read the diff of the `.snap` files before committing them.
 
-use crate::{run, sample_data};
+use crate::{run_with, sample_data};
 
 /// stdout, stderr and the exit code of `mdesnap args`, with the sample lake's path
 /// replaced by `<sample-data>`.
 fn cli(args: &[&str]) -> String {
-    let o = run(args);
+    cli_with(args, &[])
+}
+
+/// [`cli`] with the environment variables `vars` set.
+fn cli_with(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let o = run_with(args, vars);
     let lake = sample_data().display().to_string();
     let clean = |s: &[u8]| String::from_utf8_lossy(s).replace(&lake, "<sample-data>");
     format!(
@@ -167,6 +172,8 @@ fn query_outputs() {
         ),
     ] {
         snap!(name, cli(&args));
+        // DataFusion alone, mdesnap's rules off, prints the same.
+        snap!(name, cli_with(&args, &[("MDESNAP_PLAIN_ENGINE", "1")]));
     }
 }
 
