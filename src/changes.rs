@@ -122,7 +122,9 @@ impl std::fmt::Display for Scope {
 
 /// A scope that is not `KIND` or `KIND:FILTER`.
 #[derive(Debug, thiserror::Error)]
-#[error("'{0}' is not a scope: write api, generate, or KIND:FILTER (api:riskScore eq 'High'), or all")]
+#[error(
+    "'{0}' is not a scope: write api, generate, or KIND:FILTER (api:riskScore eq 'High'), or all"
+)]
 pub struct BadScope(pub String);
 
 impl std::str::FromStr for Scope {

@@ -326,7 +326,11 @@ impl Engine {
         self.scan
             .snapshots
             .iter()
-            .filter(|m| self.scope_in_force.as_ref().is_none_or(|s| Scope::of(m) == *s))
+            .filter(|m| {
+                self.scope_in_force
+                    .as_ref()
+                    .is_none_or(|s| Scope::of(m) == *s)
+            })
             .collect()
     }
 

@@ -249,7 +249,10 @@ mod tests {
             ("\\asof 2026-01-02", Meta::AsOf(Some("2026-01-02".into()))),
             ("\\asof latest", Meta::AsOf(None)),
             ("\\scope", Meta::Scope(None)),
-            ("\\scope api:riskScore eq 'High'", Meta::Scope(Some("api:riskScore eq 'High'".into()))),
+            (
+                "\\scope api:riskScore eq 'High'",
+                Meta::Scope(Some("api:riskScore eq 'High'".into())),
+            ),
             ("\\format csv", Meta::Format(Format::Csv)),
             ("\\timing on", Meta::Timing(true)),
             ("\\o out.parquet", Meta::Output(Some("out.parquet".into()))),

@@ -215,9 +215,9 @@ impl Session {
         };
         let others = self.engine.lake_scan().snapshots.len() - scoped.len();
         let scope = match self.engine.scope() {
-            Some(s) if others > 0 => format!(
-                "scope {s}: {range}; {others} more in other scopes (\\scope)"
-            ),
+            Some(s) if others > 0 => {
+                format!("scope {s}: {range}; {others} more in other scopes (\\scope)")
+            }
             Some(s) => format!("scope {s}: {range}"),
             None => format!("all scopes: {range}"),
         };
@@ -402,8 +402,12 @@ impl Session {
             Meta::Diff(from, to) => {
                 let lake = self.engine.lake().clone();
                 // Defaults and times are looked up among the scope's snapshots.
-                let snapshots: Vec<crate::snapshot::Manifest> =
-                    self.engine.scoped_snapshots().into_iter().cloned().collect();
+                let snapshots: Vec<crate::snapshot::Manifest> = self
+                    .engine
+                    .scoped_snapshots()
+                    .into_iter()
+                    .cloned()
+                    .collect();
                 let cancel = crate::cancel::Cancel::new();
                 // A Ctrl-C drops this future; the comparison on its thread stops too.
                 let _stop = cancel.cancel_on_drop();
@@ -482,13 +486,21 @@ impl Session {
                 let current = self.engine.scope().cloned();
                 let mut lines = vec![format!(
                     "tables read {}",
-                    current
-                        .as_ref()
-                        .map_or_else(|| "every snapshot (all)".to_string(), |s| format!("scope {s}"))
+                    current.as_ref().map_or_else(
+                        || "every snapshot (all)".to_string(),
+                        |s| format!("scope {s}")
+                    )
                 )];
                 for (scope, n) in self.engine.scopes() {
-                    let mark = if current.as_ref() == Some(&scope) { "*" } else { " " };
-                    lines.push(format!("{mark} {scope}: {n} snapshot{}", if n == 1 { "" } else { "s" }));
+                    let mark = if current.as_ref() == Some(&scope) {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    lines.push(format!(
+                        "{mark} {scope}: {n} snapshot{}",
+                        if n == 1 { "" } else { "s" }
+                    ));
                 }
                 say(out, lines.join("\n"))?;
             }

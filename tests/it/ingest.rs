@@ -1253,10 +1253,20 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
     assert!(high > 0 && high < fleet, "{high} of {fleet}");
 
     let engine = Engine::open(&lake, None).expect("opens");
-    assert_eq!(engine.scope().map(ToString::to_string).as_deref(), Some("api"));
-    assert_eq!(crate::scalar(&engine, "SELECT count(*) FROM machines").await, fleet.to_string());
     assert_eq!(
-        crate::scalar(&engine, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        engine.scope().map(ToString::to_string).as_deref(),
+        Some("api")
+    );
+    assert_eq!(
+        crate::scalar(&engine, "SELECT count(*) FROM machines").await,
+        fleet.to_string()
+    );
+    assert_eq!(
+        crate::scalar(
+            &engine,
+            "SELECT count(DISTINCT snapshot) FROM machines_history"
+        )
+        .await,
         "2"
     );
     // The last two snapshots are both of the whole fleet: nothing was removed.
@@ -1268,9 +1278,16 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
         .await,
         "0"
     );
-    assert_eq!(crate::scalar(&engine, "SELECT count(*) FROM snapshots").await, "3");
     assert_eq!(
-        crate::scalar(&engine, "SELECT scope FROM snapshots ORDER BY snapshot DESC LIMIT 1").await,
+        crate::scalar(&engine, "SELECT count(*) FROM snapshots").await,
+        "3"
+    );
+    assert_eq!(
+        crate::scalar(
+            &engine,
+            "SELECT scope FROM snapshots ORDER BY snapshot DESC LIMIT 1"
+        )
+        .await,
         "api:riskScore eq 'High'"
     );
 
@@ -1282,9 +1299,16 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
         },
     )
     .expect("opens");
-    assert_eq!(crate::scalar(&filtered, "SELECT count(*) FROM machines").await, high.to_string());
     assert_eq!(
-        crate::scalar(&filtered, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        crate::scalar(&filtered, "SELECT count(*) FROM machines").await,
+        high.to_string()
+    );
+    assert_eq!(
+        crate::scalar(
+            &filtered,
+            "SELECT count(DISTINCT snapshot) FROM machines_history"
+        )
+        .await,
         "1"
     );
     let mut all = Engine::open_with(
@@ -1296,16 +1320,26 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
     )
     .expect("opens");
     assert_eq!(
-        crate::scalar(&all, "SELECT count(DISTINCT snapshot) FROM machines_history").await,
+        crate::scalar(
+            &all,
+            "SELECT count(DISTINCT snapshot) FROM machines_history"
+        )
+        .await,
         "3"
     );
     // Back to the default in the same session, and a scope with no snapshot refused.
     all.set_scope(ScopeChoice::Default).expect("switches");
-    assert_eq!(crate::scalar(&all, "SELECT count(*) FROM machines").await, fleet.to_string());
+    assert_eq!(
+        crate::scalar(&all, "SELECT count(*) FROM machines").await,
+        fleet.to_string()
+    );
     let none = all.set_scope("api:osPlatform eq 'Linux'".parse().expect("a scope"));
     let e = none.expect_err("no snapshot of that scope");
     assert!(e.to_string().contains("api:riskScore eq 'High'"), "{e}");
-    assert_eq!(crate::scalar(&all, "SELECT count(*) FROM machines").await, fleet.to_string());
+    assert_eq!(
+        crate::scalar(&all, "SELECT count(*) FROM machines").await,
+        fleet.to_string()
+    );
 
     // The command line: the scope column, --scope, and the console's banner and \scope.
     let lake_s = lake.display().to_string();
@@ -1314,7 +1348,11 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
         .output()
         .expect("runs");
     let listed = stdout(&o);
-    assert_eq!(listed.lines().filter(|l| l.contains(",api,")).count(), 2, "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(",api,")).count(),
+        2,
+        "{listed}"
+    );
     assert!(listed.contains(",api:riskScore eq 'High',"), "{listed}");
     let o = bin()
         .args([
@@ -1335,14 +1373,29 @@ async fn the_tables_read_one_scope_and_a_filtered_snapshot_is_not_the_fleet() {
         .output()
         .expect("runs");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("'hunting' is not a scope"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("'hunting' is not a scope"),
+        "{}",
+        stderr(&o)
+    );
     let o = bin()
-        .args(["repl", "--lake", &lake_s, "-c", "\\scope", "-c", "\\scope all"])
+        .args([
+            "repl",
+            "--lake",
+            &lake_s,
+            "-c",
+            "\\scope",
+            "-c",
+            "\\scope all",
+        ])
         .output()
         .expect("runs");
     let out = stdout(&o);
     assert!(out.contains("tables read scope api"), "{out}");
     assert!(out.contains("* api: 2 snapshots"), "{out}");
-    assert!(out.contains("  api:riskScore eq 'High': 1 snapshot"), "{out}");
+    assert!(
+        out.contains("  api:riskScore eq 'High': 1 snapshot"),
+        "{out}"
+    );
     assert!(out.contains("tables now read every snapshot"), "{out}");
 }

@@ -301,7 +301,8 @@ struct EngineArgs {
 
 /// `--scope`: `all`, `default` or a scope (`api`, `generate`, `api:FILTER`).
 fn parse_scope(text: &str) -> Result<ScopeChoice, String> {
-    text.parse().map_err(|e: mdesnap::changes::BadScope| e.to_string())
+    text.parse()
+        .map_err(|e: mdesnap::changes::BadScope| e.to_string())
 }
 
 impl EngineArgs {
