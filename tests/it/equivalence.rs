@@ -211,7 +211,8 @@ fn write_lake(dir: &Path) {
 fn write_odd_snapshot(lake: &Path, fleet: &Fleet, tables: &[Table]) {
     const CHUNK: usize = 400;
     const ROW_GROUP_ROWS: usize = 150;
-    let mut options = WriterOptions::new(fleet.now(), "test", tables);
+    // Of the same scope as the generated days, so the tables read them all.
+    let mut options = WriterOptions::new(fleet.now(), "generate", tables);
     options.row_group_rows = ROW_GROUP_ROWS;
     options.target_file_bytes = 20_000;
     let mut writer = SnapshotWriter::create(lake, options).expect("a writer");
