@@ -741,6 +741,20 @@ impl Gen<'_> {
     }
 }
 
+/// `window` (`[PARTITION BY ...] ORDER BY ...`) with each key of its order turned
+/// around.
+fn reversed(window: &str) -> String {
+    let (partition, order) = window.split_once("ORDER BY ").unwrap_or((window, ""));
+    let keys: Vec<String> = order
+        .split(", ")
+        .map(|k| match k.strip_suffix(" DESC") {
+            Some(ascending) => ascending.to_string(),
+            None => format!("{k} DESC"),
+        })
+        .collect();
+    format!("{partition}ORDER BY {}", keys.join(", "))
+}
+
 /// `SELECT` list items named `a0`, `a1`, ... (or left unnamed, a fifth of them).
 fn named(g: &mut Gen, items: Vec<String>) -> Vec<String> {
     let unnamed = g.percent(20);
@@ -870,7 +884,22 @@ fn lag_rows(g: &mut Gen) -> Query {
     let tab = g.lag_table();
     let from = tab.table.history_name();
     let window = g.window(tab);
-    let lags: Vec<String> = (0..=g.below(3)).map(|_| g.lag(tab, &window).0).collect();
+    let mut lags: Vec<String> = Vec::new();
+    for i in 0..=g.below(3) {
+        // After the first, over the window turned around (which DataFusion computes
+        // over the first's sort, reading it backwards), as `lead()`, `IGNORE NULLS`:
+        // what `LagExec` leaves to DataFusion.
+        let turned = reversed(&window);
+        let (lag, _, _) = match i > 0 && g.percent(30) {
+            true => g.lag(tab, &turned),
+            false => g.lag(tab, &window),
+        };
+        lags.push(match g.below(10) {
+            0 if i > 0 => lag.replacen("lag(", "lead(", 1),
+            1 => lag.replacen(") OVER (", ") IGNORE NULLS OVER (", 1),
+            _ => lag,
+        });
+    }
     let mut select: Vec<String> = tab.key.iter().map(|k| k.to_string()).collect();
     select.push("snapshot".into());
     let key = select.join(", ");
