@@ -118,6 +118,17 @@ impl ReplError {
             _ => false,
         }
     }
+
+    /// Whether it is the output's reader going away (`| head`): not an error of the
+    /// run, which ends there.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            ReplError::Output(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            ReplError::Included { source, .. } => source.is_broken_pipe(),
+            ReplError::Engine(e) | ReplError::Statement { error: e, .. } => e.is_broken_pipe(),
+            _ => false,
+        }
+    }
 }
 
 /// An engine error, with the statement and a caret where the error names a place: the

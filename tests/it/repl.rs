@@ -542,3 +542,29 @@ fn diff_in_the_console_prints_the_summary_and_the_stored_rows() {
         crate::stderr(&o)
     );
 }
+
+/// A reader that stops reading (`| head`) ends the console's output without an error:
+/// exit 0, nothing on stderr.
+#[test]
+fn a_closed_pipe_ends_the_console_quietly() {
+    use std::io::Read;
+    let lake = crate::sample_data().display().to_string();
+    let mut child = crate::bin()
+        .args(["repl", "--lake", &lake, "-c", "SELECT * FROM machines_history"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut first = [0u8; 64];
+    child
+        .stdout
+        .take()
+        .expect("a pipe")
+        .read_exact(&mut first)
+        .expect("some output");
+    // The pipe's reader is dropped here, as `head` exits.
+    let out = child.wait_with_output().expect("ends");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -572,10 +572,19 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(Failure::Error(e)) => {
+            // A reader that stopped reading (`| head`) ends the output, not in error,
+            // whichever layer's error carries it (the console's wraps the library's).
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<Error>().is_some_and(Error::is_broken_pipe)
+                    || c.downcast_ref::<ReplError>()
+                        .is_some_and(ReplError::is_broken_pipe)
+                    || c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             if let Some(err) = e.downcast_ref::<Error>() {
-                if err.is_broken_pipe() {
-                    return ExitCode::SUCCESS;
-                }
                 if matches!(err, Error::Interrupted(_)) {
                     eprintln!("interrupted");
                     return ExitCode::from(130);
