@@ -550,7 +550,13 @@ fn a_closed_pipe_ends_the_console_quietly() {
     use std::io::Read;
     let lake = crate::sample_data().display().to_string();
     let mut child = crate::bin()
-        .args(["repl", "--lake", &lake, "-c", "SELECT * FROM machines_history"])
+        .args([
+            "repl",
+            "--lake",
+            &lake,
+            "-c",
+            "SELECT * FROM machines_history",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -565,6 +571,15 @@ fn a_closed_pipe_ends_the_console_quietly() {
         .expect("some output");
     // The pipe's reader is dropped here, as `head` exits.
     let out = child.wait_with_output().expect("ends");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -584,11 +584,9 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            if let Some(err) = e.downcast_ref::<Error>() {
-                if matches!(err, Error::Interrupted(_)) {
-                    eprintln!("interrupted");
-                    return ExitCode::from(130);
-                }
+            if matches!(e.downcast_ref::<Error>(), Some(Error::Interrupted(_))) {
+                eprintln!("interrupted");
+                return ExitCode::from(130);
             }
             eprintln!("error: {}", error_chain(&e));
             if out_of_memory(&e) {
